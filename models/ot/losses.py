@@ -1,0 +1,59 @@
+r"""Contrastive losses shared by every model in this package.
+
+One InfoNCE helper serves SimGCL, XSimGCL, the OT InfoNCE form and NCL's prototype
+term, so the copies cannot drift apart (RecBole-GNN has two).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .solvers import safe_normalize
+
+__all__ = ["info_nce", "embedding_info_nce", "gsc_bce", "distance_info_nce"]
+
+
+def info_nce(logits: Tensor, targets: Tensor | None = None, reduction: str = "sum") -> Tensor:
+    r"""InfoNCE :math:`-\log \frac{e^{s_{i,t_i}}}{\sum_j e^{s_{ij}}}` over rows of ``logits``.
+
+    Args:
+        logits: ``[N, M]`` scores (already divided by the temperature).
+        targets: ``[N]`` index of each row's positive (default: the diagonal).
+        reduction: ``"sum"`` (RecBole-GNN, NCL) or ``"mean"``.
+    """
+    if targets is None:
+        targets = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
+def embedding_info_nce(x1: Tensor, x2: Tensor, temperature: float, reduction: str = "sum") -> Tensor:
+    r"""SimGCL's view contrast: cosine of every ``x1_i`` with every ``x2_j`` over ``tau``,
+    positives on the diagonal, in-batch negatives."""
+    z1 = safe_normalize(x1)
+    z2 = safe_normalize(x2)
+    return info_nce(z1 @ z2.t() / temperature, reduction=reduction)
+
+
+def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float) -> Tensor:
+    r"""GSC's loss: ``BCEWithLogits(exp(-d / t), label)``, positives labelled 1.
+
+    ``d`` is clamped at 0 (OT distances are non-negative up to rounding), so the
+    "logit" ``exp(-d/t)`` lies in ``(0, 1]`` and cannot overflow.
+
+    Args:
+        d_pos: ``[B]`` distances of positive pairs.
+        d_neg: ``[B, M]`` distances of negative pairs.
+        t: temperature (GSC: 0.01 for Wasserstein, 0.1 for Gromov–Wasserstein).
+    """
+    d = torch.cat([d_pos.reshape(-1), d_neg.reshape(-1)])
+    lbl = torch.cat([torch.ones_like(d_pos.reshape(-1)), torch.zeros_like(d_neg.reshape(-1))])
+    logits = torch.exp(-d.clamp_min(0.0) / t)
+    return F.binary_cross_entropy_with_logits(logits, lbl)
+
+
+def distance_info_nce(d_pos: Tensor, d_neg: Tensor, t: float) -> Tensor:
+    r"""InfoNCE over distances: logits ``-d / t``, positive in column 0, mean over rows."""
+    logits = torch.cat([d_pos.reshape(-1, 1), d_neg.reshape(d_pos.numel(), -1)], dim=1) / -t
+    return info_nce(logits, torch.zeros(d_pos.numel(), dtype=torch.long, device=d_pos.device), "mean")
