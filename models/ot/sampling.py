@@ -191,8 +191,9 @@ def sample_subgraphs(
         oversample: draws per needed node for the second source (default 4).
 
     Returns:
-        ``(nodes [B', k], kept [B'])``: node ids with the centre last, and the indices
-        into ``centres`` of the centres that had enough distinct nodes.
+        ``(nodes [B, k], valid [B])``: node ids with the centre last, and whether the
+        centre had ``k - 1`` distinct nodes. Invalid rows (GSC drops them) are filled
+        with the centre so that every shape stays static; callers mask them out.
     """
     dev = centres.device
     b = centres.numel()
@@ -227,9 +228,10 @@ def sample_subgraphs(
         pad = torch.full((b, k - 1 - body.shape[1]), -1, dtype=torch.long, device=dev)
         body = torch.cat([body, pad], dim=1)
     body = body[:, : k - 1]
-    kept = ((body >= 0).all(dim=1)).nonzero(as_tuple=True)[0]
-    nodes = torch.cat([body, cen], dim=1)[kept]
-    return nodes, kept
+    valid = (body >= 0).all(dim=1)
+    # Static shapes: a dropped centre keeps its row, filled with itself, and is masked out.
+    body = torch.where(body >= 0, body, cen.expand_as(body))
+    return torch.cat([body, cen], dim=1), valid
 
 
 def subgraph_adjacency(nodes: Tensor, edge_keys: Tensor, n: int) -> Tensor:

@@ -1,0 +1,39 @@
+"""Option aliases shared by the commands, so each is spelled and documented once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.store import default_url
+
+DbOpt = Annotated[
+    str,
+    typer.Option("--db", envvar="ABLATE_DB", help="Results store: a SQLite file or any SQLAlchemy URL.", show_default=True),
+]
+DB_DEFAULT = "results.db"
+SpecArg = Annotated[Path, typer.Argument(help="Experiment spec (YAML).", show_default=False)]
+OverrideOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--override", "-o", help="key=value applied to every run (YAML value: 1e-7, [10,20], true).", show_default=False),
+]
+
+
+def db_url(db: str | None) -> str:
+    return db or default_url()
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["epochs=1", "topk=[10,20]"]`` -> ``{"epochs": 1, "topk": [10, 20]}``."""
+    from ablate.errors import UsageError
+    from ablate.spec import parse_scalar
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"-o expects key=value, got {item!r}")
+        out[key.strip()] = parse_scalar(value)
+    return out

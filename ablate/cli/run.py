@@ -1,0 +1,139 @@
+"""``ablate run SPEC``: expand a spec, store its runs, execute the ones not done yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ablate.cli._app import app
+from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
+from ablate.errors import UsageError
+
+
+def workdir_for(store, workdir: Path | None) -> Path:
+    """Run folders (logs, checkpoints) live next to a SQLite store, else in ./.ablate."""
+    if workdir is not None:
+        return workdir
+    path = store.path if store is not None else None
+    return (path.parent if path is not None else Path.cwd()) / ".ablate"
+
+
+def print_plan(runs, done_keys: set[str], console: Console) -> None:
+    table = Table(title=f"{len(runs)} runs", show_lines=False)
+    for col in ("#", "name", "variant", "model", "seed", "key", "stored"):
+        table.add_column(col)
+    for i, r in enumerate(runs, 1):
+        table.add_row(str(i), r.name, r.variant, r.model, str(r.seed), r.key, "done" if r.key in done_keys else "")
+    console.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    spec_path: SpecArg,
+    db: DbOpt = DB_DEFAULT,
+    override: OverrideOpt = None,
+    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 (default: all visible).")] = None,
+    per_gpu: Annotated[str, typer.Option("--per-gpu", help="Runs sharing one GPU: a number, or 'auto' (by measured memory).")] = "1",
+    jobs: Annotated[Optional[int], typer.Option(help="Parallel runs on the CPU when there is no GPU.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded plan and exit.")] = False,
+    force: Annotated[bool, typer.Option(help="Run every run again, even those already done.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped (status timeout).")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
+    warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs.")] = True,
+) -> int:
+    """Run an experiment spec: every variant x grid point x seed not already in the store."""
+    from ablate import plan, spec as spec_mod
+    from ablate.store import Store
+
+    overrides = parse_overrides(override)
+    spec = spec_mod.load_spec(spec_path)
+    runs = plan.expand(spec, overrides)
+    console = Console()
+    if timeout is not None and timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    for a, b in plan.duplicates(runs):
+        console.print(f"[yellow]warning:[/yellow] rows {a!r} and {b!r} resolve to the same config; they share one run")
+
+    if dry_run:
+        done: set[str] = set()
+        if Store_exists(db):
+            store = Store(db, create=False)
+            done = {r.key for r in store.runs(with_children=False) if r.status == "done" and r.rerun_of is None}
+        print_plan(runs, done, console)
+        return 0
+
+    from ablate import scheduler
+    from ablate.executors.local import LocalExecutor
+    from ablate.progress import SweepView
+    from ablate.store import make_owner
+
+    slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
+    store = Store(db)
+    spec_named = spec.model_copy(update={"name": plan.experiment_name(spec, overrides)})
+    exp_id = store.sync_experiment(spec_named, runs)
+    run_ids = store.experiment_run_ids(exp_id)
+    store.requeue(run_ids, force=force, retry=True)
+    counts = store.counts(run_ids)
+    pending = counts.get("pending", 0)
+    console.print(
+        f"{spec_named.name}: {len(run_ids)} runs, {counts.get('done', 0)} done, {pending} to run"
+        + (f", {counts.get('running', 0)} running elsewhere" if counts.get("running") else "")
+        + f" on {len(slots)} slot(s) \\[{', '.join(sorted({s.device for s in slots}))}]"
+    )
+    if pending == 0:
+        return 0
+    wd = workdir_for(store, workdir)
+    names = {r.id: r.name for r in store.runs(run_ids, with_children=False)}
+    executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+    git = scheduler.git_commit(Path(spec_path).resolve().parent)
+    with SweepView(pending, names, console) as view:
+        summary = scheduler.Sweep(store, run_ids, executor, make_owner(), wd, timeout=timeout, view=view,
+                                  git=git, keep_checkpoints=keep_checkpoints).run()
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing"
+    console.print(f"finished: {parts}" + (f"; {summary.elsewhere} still running elsewhere" if summary.elsewhere else ""))
+    if summary.interrupted:
+        console.print("interrupted: unfinished runs are marked interrupted and run again next time")
+        return 130
+    return 0 if set(summary.finished) <= {"done"} else 1
+
+
+def Store_exists(db: str) -> bool:  # noqa: N802 - reads as a phrase at the call site
+    from ablate.store import to_url
+
+    url = to_url(db)
+    if not url.startswith("sqlite:///"):
+        return True
+    return Path(url.split("sqlite:///", 1)[1]).is_file()
+
+
+def _slots(gpus: str | None, per_gpu: str, jobs: int | None, cpu: bool):
+    import os
+
+    from ablate import scheduler
+
+    simulate = os.environ.get("ABLATE_SIMULATE_GPUS") == "1"
+    if per_gpu == "auto":
+        n_per_gpu = 1  # refined by measured memory once runs report it
+    else:
+        try:
+            n_per_gpu = int(per_gpu)
+        except ValueError:
+            raise UsageError(f"--per-gpu expects a number or 'auto', got {per_gpu!r}") from None
+    wanted = None
+    if gpus is not None:
+        wanted = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not wanted:
+            raise UsageError("--gpus expects ids like 0,1")
+    available = [] if cpu else scheduler.visible_gpus()
+    if cpu or (not available and not simulate):
+        if wanted:
+            raise UsageError(f"--gpus {gpus}: no GPU is visible here (use --jobs N for CPU runs)")
+        wanted = []
+    slots = scheduler.make_slots(wanted, n_per_gpu, jobs, available, simulate=simulate)
+    return slots, simulate

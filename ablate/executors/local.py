@@ -1,0 +1,180 @@
+"""Run tasks in warm worker processes on this machine, one worker per slot.
+
+A slot is a device (a GPU id, or the CPU) plus a thread budget. Each slot owns one
+long-lived worker process (``multiprocessing`` *spawn*, so no CUDA or RecBole state is
+inherited from the coordinator) that keeps torch and RecBole imported and the parsed
+dataset cached between runs. Events come back over the slot's pipe; the process
+sentinel tells us the moment a worker dies (``kill -9``, the OOM killer, a segfault),
+and its run is reported ``interrupted`` — detected, not guessed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from ablate.executors.base import Executor
+
+
+@dataclass
+class Slot:
+    gpu: int | str | None  # physical GPU id handed to RecBole, or None for CPU
+    threads: int | None = None
+    label: str | None = None  # what the store records as the device
+    enabled: bool = True
+    process: mp.process.BaseProcess | None = field(default=None, repr=False)
+    conn: object | None = field(default=None, repr=False)
+    run_id: int | None = None
+
+    @property
+    def device(self) -> str:
+        return self.label or ("cpu" if self.gpu is None else f"cuda:{self.gpu}")
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, slots: list[Slot], cache: bool = True, simulate: bool = False):
+        self.slots = slots
+        self.cache = cache
+        self.simulate = simulate  # GPU ids are labels only; work runs on the CPU (tests)
+        self._ctx = mp.get_context("spawn")
+        self._pending: list[dict] = []
+
+    # -------------------------------------------------------------- processes
+
+    def _start(self, slot: Slot) -> None:
+        from ablate import worker
+
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=worker.serve, args=(child, slot.threads, self.cache), daemon=True,
+                                 name=f"ablate-worker-{slot.device}")
+        proc.start()
+        child.close()
+        slot.process, slot.conn = proc, parent
+
+    def _alive(self, slot: Slot) -> bool:
+        return slot.process is not None and slot.process.is_alive()
+
+    def worker_pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if self._alive(s)]
+
+    # -------------------------------------------------------------- interface
+
+    def capacity(self) -> int:
+        return sum(1 for s in self.slots if s.enabled and s.run_id is None)
+
+    def submit(self, task: dict) -> None:
+        slot = next(s for s in self.slots if s.enabled and s.run_id is None)
+        if not self._alive(slot):
+            self._start(slot)
+        task = dict(task, gpu=None if self.simulate else slot.gpu, device_label=slot.device)
+        slot.run_id = task["run_id"]
+        slot.conn.send(task)
+
+    def poll(self, timeout: float) -> list[dict]:
+        events, self._pending = self._pending, []
+        busy = [s for s in self.slots if s.conn is not None]
+        if not busy:
+            return events
+        handles = {}
+        for s in busy:
+            handles[s.conn] = s
+            handles[s.process.sentinel] = s
+        ready = wait(list(handles), timeout=0 if events else timeout)
+        for h in ready:
+            slot = handles[h]
+            if h is slot.conn:
+                events.extend(self._drain(slot))
+        for h in ready:
+            slot = handles[h]
+            if slot.process is not None and h is slot.process.sentinel:
+                events.extend(self._drain(slot))
+                events.extend(self._died(slot))
+        return events
+
+    def _drain(self, slot: Slot) -> list[dict]:
+        out = []
+        try:
+            while slot.conn is not None and slot.conn.poll():
+                ev = slot.conn.recv()
+                if ev.get("type") == "started" and self.simulate:
+                    ev["device"] = slot.device
+                if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
+                    slot.run_id = None
+                out.append(ev)
+        except (EOFError, OSError):
+            pass
+        return out
+
+    def _died(self, slot: Slot) -> list[dict]:
+        slot.process.join(timeout=1)
+        code = slot.process.exitcode
+        run_id, slot.run_id = slot.run_id, None
+        with _quiet():
+            slot.conn.close()
+        slot.process, slot.conn = None, None
+        if run_id is None:
+            return []
+        return [{"type": "finished", "run_id": run_id, "status": "interrupted",
+                 "error": f"worker process died ({_signal_name(code)})"}]
+
+    def cancel(self, run_id: int, status: str, error: str) -> None:
+        for slot in self.slots:
+            if slot.run_id == run_id and slot.process is not None:
+                with _quiet():
+                    os.kill(slot.process.pid, signal.SIGKILL)
+                slot.process.join(timeout=5)
+                with _quiet():
+                    slot.conn.close()
+                slot.process, slot.conn, slot.run_id = None, None, None
+                self._pending.append({"type": "finished", "run_id": run_id, "status": status, "error": error})
+
+    def shrink(self, gpu) -> bool:
+        same = [s for s in self.slots if s.gpu == gpu and s.enabled]
+        if len(same) <= 1:
+            return False
+        idle = [s for s in same if s.run_id is None] or same
+        idle[-1].enabled = False
+        return True
+
+    def shutdown(self, kill: bool = False) -> None:
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            if kill:
+                with _quiet():
+                    slot.process.kill()
+            else:
+                with _quiet():
+                    slot.conn.send(None)
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            slot.process.join(timeout=10 if not kill else 5)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(timeout=5)
+            with _quiet():
+                slot.conn.close()
+            slot.process, slot.conn = None, None
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], (OSError, EOFError, ValueError, ProcessLookupError))

@@ -1,0 +1,276 @@
+"""Expand a spec into the runs it asks for: variants x grid x zip x seeds.
+
+This is the one place a run's identity is decided. A run's ``key`` is a hash of its
+resolved config — the model's own defaults, the spec's base, the variant's chain of
+``extends``, the grid point, command-line overrides and the seed — leaving out
+run-local settings (paths, devices, progress bars). Everything downstream (skipping
+finished runs, sharing a run between two specs, grouping seeds into one table row,
+``rerun``) uses that key and never recomputes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate import catalog
+from ablate.errors import SpecError
+from ablate.spec import ExperimentSpec, VariantSpec
+
+# Settings that say *where* or *how visibly* a run happens, not *what* it computes.
+LOCAL_KEYS = frozenset({
+    "data_path", "checkpoint_dir", "gpu_id", "use_gpu", "device", "show_progress", "state",
+    "log_wandb", "wandb_project", "worker", "save_dataset", "dataset_save_path",
+    "save_dataloaders", "dataloaders_save_path", "nproc", "world_size", "offset", "ip",
+    "port", "local_rank", "verbose",
+})
+# Config values that are file system paths; relative ones are taken from the spec's folder.
+PATH_KEYS = frozenset({"data_path", "dataset_save_path", "dataloaders_save_path"})
+# Datasets that ship inside the recbole wheel, usable with no data_path at all.
+BUNDLED = "dataset_example"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run to execute. ``config`` is exactly what the worker hands to RecBole."""
+
+    key: str
+    name: str  # the table row this run belongs to (seeds share it)
+    variant: str
+    role: str  # "baseline" | "variant"
+    model: str
+    seed: int
+    config: dict[str, Any]
+    point: dict[str, Any] = field(default_factory=dict)  # the grid/zip values of this run
+    position: int = 0  # declaration order, used for table row order
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """Stable 16-hex key of a resolved config, run-local settings left out."""
+    ident = {k: v for k, v in config.items() if k not in LOCAL_KEYS}
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def compact(value: Any) -> str:
+    """Short text for a value in a run name: 1e-07 -> '1e-7', 0.60 -> '0.6'."""
+    if isinstance(value, float):
+        text = f"{value:g}"
+        if "e" in text:
+            mant, exp = text.split("e")
+            text = f"{mant}e{int(exp)}"
+        return text
+    if isinstance(value, (list, tuple)):
+        return "-".join(compact(v) for v in value)
+    return str(value)
+
+
+class _NameValue:
+    """Wraps a value for ``str.format``: empty format spec gives the compact form."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __format__(self, spec):
+        return compact(self.value) if not spec else format(self.value, spec)
+
+    def __str__(self):
+        return compact(self.value)
+
+
+def _variant_chain(spec: ExperimentSpec, name: str) -> list[VariantSpec]:
+    rows = spec.rows()
+    chain, seen, cur = [], [], name
+    while cur is not None:
+        if cur in seen:
+            loop = " -> ".join([*seen, cur])
+            raise SpecError(spec.path, f"{rows[name][0]}s.{name}.extends: cycle {loop}")
+        if cur not in rows:
+            hint = difflib.get_close_matches(cur, rows, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise SpecError(spec.path, f"{rows[seen[-1]][0]}s.{seen[-1]}.extends: unknown variant {cur!r}{extra}")
+        seen.append(cur)
+        chain.append(rows[cur][1])
+        cur = rows[cur][1].extends
+    return chain[::-1]  # root first
+
+
+def _merged(chain: list[VariantSpec]) -> tuple[str | None, dict, dict, list, str | None]:
+    model, params, grid, zips, template = None, {}, {}, [], None
+    for v in chain:
+        model = v.model or model
+        params.update(v.params)
+        grid.update(v.grid)
+        zips.extend(v.zip)
+        template = v.run_name or template
+    return model, params, grid, zips, template
+
+
+def _resolve_paths(config: dict, base_dir: Path) -> None:
+    for key in PATH_KEYS & config.keys():
+        value = config[key]
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            config[key] = str((base_dir / value).resolve())
+        elif isinstance(value, str):
+            config[key] = str(Path(value).expanduser())
+
+
+def _resolve_dataset(config: dict, where: str, check_files: bool) -> None:
+    dataset = config.get("dataset")
+    if not dataset:
+        raise SpecError(where, "base.dataset is required (e.g. dataset: ml-100k)")
+    bundled = catalog.recbole_dir() / BUNDLED
+    data_path = config.get("data_path")
+    if data_path and (Path(data_path) / str(dataset)).is_dir():
+        return
+    if (bundled / str(dataset)).is_dir():
+        config["data_path"] = str(bundled)  # the copy shipped in the recbole wheel
+        return
+    if not check_files:
+        return
+    if not data_path:
+        raise SpecError(where, f"base.data_path is required: dataset {dataset!r} is not bundled with RecBole")
+    raise SpecError(where, f"dataset folder not found: {Path(data_path) / str(dataset)}")
+
+
+def _expand_points(grid: dict[str, list], zips: list[dict[str, list]], where: str, ctx: str) -> list[dict]:
+    axes: list[list[dict]] = []
+    for axis, values in grid.items():
+        if not values:
+            raise SpecError(where, f"{ctx}grid.{axis} is empty: the expansion has no runs")
+        axes.append([{axis: v} for v in values])
+    for i, group in enumerate(zips):
+        if not group:
+            raise SpecError(where, f"{ctx}zip[{i}] is empty")
+        lengths = {k: len(v) for k, v in group.items()}
+        if len(set(lengths.values())) != 1:
+            desc = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise SpecError(where, f"{ctx}zip[{i}]: lists must have equal length, got {desc}")
+        if 0 in lengths.values():
+            raise SpecError(where, f"{ctx}zip[{i}] is empty: the expansion has no runs")
+        n = next(iter(lengths.values()))
+        axes.append([{k: group[k][j] for k in group} for j in range(n)])
+    points = []
+    for combo in itertools.product(*axes):
+        point: dict = {}
+        for part in combo:
+            clash = point.keys() & part.keys()
+            if clash:
+                raise SpecError(where, f"{ctx}parameter {sorted(clash)[0]!r} appears in two grid/zip axes")
+            point.update(part)
+        points.append(point)
+    return points
+
+
+def _render_name(template: str | None, variant: str, model: str, point: dict, config: dict, where: str) -> str:
+    if template is None:
+        if not point:
+            return variant
+        return variant + "_" + "_".join(f"{compact(v)}{k}" for k, v in point.items())
+    values = {k: _NameValue(v) for k, v in config.items()}
+    values.update({k: _NameValue(v) for k, v in point.items()})
+    values.update(variant=variant, model=model)
+    try:
+        return string.Formatter().vformat(template, (), values)
+    except KeyError as err:
+        raise SpecError(where, f"run_name {template!r}: unknown field {{{err.args[0]}}}") from None
+    except (ValueError, IndexError) as err:
+        raise SpecError(where, f"run_name {template!r}: {err}") from None
+
+
+def _check_params(spec: ExperimentSpec, model: str, config: dict, row: str) -> None:
+    known = catalog.known_params(model)
+    for key in config:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise SpecError(
+                spec.path,
+                f"{row}: unknown parameter {key!r} for model {model}{extra}; "
+                "set `check_params: false` in the spec to allow it",
+            )
+
+
+def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_files: bool = True) -> list[RunSpec]:
+    """All runs of a spec, in declaration order. Raises SpecError before anything runs."""
+    where = spec.path
+    base_dir = Path(spec.path).resolve().parent if spec.path != "<string>" else Path.cwd()
+    overrides = dict(overrides or {})
+    rows = spec.rows()
+    if not rows:
+        raise SpecError(where, "the spec declares no baselines and no variants: the expansion has no runs")
+
+    runs: list[RunSpec] = []
+    by_name: dict[tuple[str, int], RunSpec] = {}
+    for row_name, (role, _) in rows.items():
+        model, params, grid, zips, template = _merged(_variant_chain(spec, row_name))
+        ctx = f"{role}s.{row_name}."
+        if role == "variant":
+            grid = {**spec.grid, **grid}
+            zips = [*spec.zip, *zips]
+            template = template or spec.run_name
+        if not model:
+            raise SpecError(where, f"{ctx[:-1]}: no model (set `model:` or `extends:` a row that has one)")
+        if not catalog.exists(model):
+            hint = difflib.get_close_matches(model, catalog.model_names(), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise SpecError(where, f"{ctx}model: unknown model {model!r}{extra}")
+        for point in _expand_points(grid, zips, where, ctx):
+            for seed in spec.seeds:
+                config = dict(catalog.model_defaults(model))
+                config.update(spec.base)
+                _resolve_paths(config, base_dir)
+                config.update(params)
+                config.update(point)
+                _resolve_paths(config, base_dir)
+                over = dict(overrides)
+                _resolve_paths(over, Path.cwd())
+                config.update(over)
+                config.update(model=model, seed=seed)
+                _resolve_dataset(config, where, check_files)
+                if spec.check_params:
+                    _check_params(spec, model, config, ctx[:-1])
+                for k, v in config.items():
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise SpecError(where, f"{ctx[:-1]}: parameter {k!r} is {v}")
+                name = _render_name(template, row_name, model, point, config, where)
+                run = RunSpec(
+                    key=run_key(config), name=name, variant=row_name, role=role, model=model,
+                    seed=seed, config=config, point=point, position=len(runs),
+                )
+                other = by_name.get((name, seed))
+                if other is not None and other.key != run.key:
+                    raise SpecError(
+                        where,
+                        f"run name {name!r} is given to two different configs ({other.variant} and {row_name}); "
+                        "put the parameter that differs into run_name",
+                    )
+                by_name[(name, seed)] = run
+                runs.append(run)
+    return runs
+
+
+def duplicates(runs: list[RunSpec]) -> list[tuple[str, str]]:
+    """Pairs of differently named rows that resolve to the same config (same key)."""
+    first: dict[str, str] = {}
+    pairs = []
+    for run in runs:
+        prev = first.setdefault(run.key, run.name)
+        if prev != run.name and (prev, run.name) not in pairs:
+            pairs.append((prev, run.name))
+    return pairs
+
+
+def experiment_name(spec: ExperimentSpec, overrides: dict[str, Any] | None) -> str:
+    """The store's name for this spec: its name, plus the overrides when there are any,
+    so a smoke test with ``-o dataset=ml-100k`` never rewrites the real experiment."""
+    if not overrides:
+        return spec.name
+    return spec.name + "[" + ",".join(f"{k}={compact(v)}" for k, v in sorted(overrides.items())) + "]"

@@ -1,0 +1,210 @@
+"""Decide where runs go and drive a sweep to its end; the coordinator's main loop.
+
+The scheduler is the single writer of the store during a sweep: it claims pending runs
+(atomically, so a second ``ablate run`` of the same spec takes different ones), hands
+them to an executor, and writes every event the executor returns. It owns the run
+timeouts, the out-of-memory back-off, the heartbeat that marks its runs as alive, and
+the clean stop on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ablate.errors import UsageError
+from ablate.executors.base import Executor
+from ablate.executors.local import Slot
+from ablate.store import Run, Status, Store
+
+HEARTBEAT_EVERY = 5.0
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+def visible_gpus() -> list[str]:
+    """Physical ids of the GPUs this process may use, honouring CUDA_VISIBLE_DEVICES.
+
+    RecBole's Config overwrites CUDA_VISIBLE_DEVICES with ``gpu_id``, so workers must be
+    given *physical* ids: with CUDA_VISIBLE_DEVICES=2,3, logical GPU 0 is physical 2.
+    """
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA install means no GPU
+        count = 0
+    if env is not None and env.strip() != "":
+        ids = [x.strip() for x in env.split(",") if x.strip()]
+        return ids[:count]
+    return [str(i) for i in range(count)]
+
+
+def make_slots(gpus: list[str] | None, per_gpu: int, jobs: int | None, available: list[str],
+               cores: int | None = None, simulate: bool = False) -> list[Slot]:
+    """Slots for a local sweep.
+
+    ``gpus`` are logical indices (as the user sees them, ``--gpus 0,1``) into
+    ``available``; ``per_gpu`` runs share each GPU. Without GPUs, ``jobs`` CPU slots split
+    the cores between them so parallel runs do not oversubscribe the machine.
+    """
+    cores = cores or os.cpu_count() or 1
+    if per_gpu < 1:
+        raise UsageError("--per-gpu must be at least 1")
+    if gpus is None:
+        gpus = [str(i) for i in range(len(available))]
+    if gpus:
+        slots = []
+        for g in gpus:
+            if simulate:
+                physical = g
+            else:
+                try:
+                    physical = available[int(g)]
+                except (ValueError, IndexError):
+                    have = ",".join(str(i) for i in range(len(available))) or "none"
+                    raise UsageError(f"--gpus {g}: no such GPU here (visible: {have})") from None
+            threads = max(1, cores // (len(gpus) * per_gpu))
+            slots.extend(Slot(gpu=physical, threads=threads, label=f"cuda:{physical}") for _ in range(per_gpu))
+        return slots
+    jobs = jobs or 1
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    threads = max(1, cores // jobs)
+    return [Slot(gpu=None, threads=threads, label="cpu") for _ in range(jobs)]
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+def git_commit(where: Path) -> str | None:
+    """The project's commit (``-dirty`` when it has uncommitted changes), if it is a repo."""
+    try:
+        sha = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_task(run: Run, workdir: Path, keep_checkpoints: bool = False) -> dict:
+    return {
+        "run_id": run.id, "key": run.key, "name": run.name, "model": run.model, "config": run.config,
+        "run_dir": str((workdir / "runs" / str(run.id)).resolve()), "keep_checkpoints": keep_checkpoints,
+    }
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class Summary:
+    finished: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    elsewhere: int = 0  # runs of this sweep running under another coordinator
+
+    @property
+    def total(self) -> int:
+        return sum(self.finished.values())
+
+
+class Sweep:
+    """One coordinator's pass over a set of runs."""
+
+    def __init__(self, store: Store, run_ids: list[int], executor: Executor, owner: str, workdir: Path,
+                 timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False):
+        self.store, self.run_ids, self.executor, self.owner = store, run_ids, executor, owner
+        self.workdir, self.timeout, self.view, self.git = workdir, timeout, view, git
+        self.keep_checkpoints = keep_checkpoints
+        self.in_flight: dict[int, dict] = {}  # run id -> {"task", "started", "gpu"}
+        self.summary = Summary()
+
+    def _fill(self) -> None:
+        while self.executor.capacity() > 0:
+            run = self.store.claim(self.run_ids, self.owner)
+            if run is None:
+                return
+            task = make_task(run, self.workdir, self.keep_checkpoints)
+            self.executor.submit(task)
+            self.in_flight[run.id] = {"task": task, "started": time.monotonic(), "run": run}
+            if self.view:
+                self.view.queued_to_running(run)
+
+    def _handle(self, ev: dict) -> None:
+        rid, kind = ev.get("run_id"), ev.get("type")
+        if rid not in self.in_flight:
+            return
+        if kind == "started":
+            self.in_flight[rid]["device"] = ev.get("device")
+            self.store.mark_started(rid, device=ev.get("device"), host=ev.get("host"), pid=ev.get("pid"),
+                                    log_path=ev.get("log_path"), executor=self.executor.name, git_commit=self.git)
+        elif kind == "epoch":
+            self.store.add_epoch(rid, ev["epoch"], losses=ev.get("losses"), train_seconds=ev.get("train_seconds"))
+        elif kind == "valid":
+            self.store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"))
+        elif kind == "finished":
+            self._finish(rid, ev)
+        if self.view:
+            self.view.event(ev)
+
+    def _finish(self, rid: int, ev: dict) -> None:
+        status = Status(ev["status"])
+        fields = {k: ev[k] for k in ("epoch", "best_epoch", "wall_seconds", "versions", "peak_mem_mb") if ev.get(k) is not None}
+        self.store.finish(rid, status, metrics=ev.get("metrics"), error=ev.get("error"), owner=self.owner, **fields)
+        info = self.in_flight.pop(rid)
+        self.summary.finished[status.value] = self.summary.finished.get(status.value, 0) + 1
+        if status is Status.OOM:
+            gpu = info["task"].get("gpu") if "gpu" in info["task"] else None
+            device = info.get("device") or ""
+            if self.executor.shrink(gpu if gpu is not None else device.removeprefix("cuda:")):
+                self.store.requeue([rid], retry=True)  # again, with one run fewer on that GPU
+
+    def _check_timeouts(self) -> None:
+        if not self.timeout:
+            return
+        now = time.monotonic()
+        for rid, info in list(self.in_flight.items()):
+            if now - info["started"] > self.timeout:
+                self.executor.cancel(rid, "timeout", f"timed out after {self.timeout:g} s")
+
+    def run(self) -> Summary:
+        last_beat = 0.0
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while True:
+                self._fill()
+                if not self.in_flight:
+                    break
+                for ev in self.executor.poll(0.5):
+                    self._handle(ev)
+                self._check_timeouts()
+                if time.monotonic() - last_beat > HEARTBEAT_EVERY:
+                    self.store.heartbeat(self.owner)
+                    last_beat = time.monotonic()
+                if self.view:
+                    self.view.refresh()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            self.executor.shutdown(kill=True)
+            for rid in list(self.in_flight):
+                self._finish(rid, {"status": "interrupted", "error": "interrupted: the sweep was stopped (Ctrl-C/SIGTERM)"})
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self.executor.shutdown()
+        counts = self.store.counts(self.run_ids)
+        self.summary.elsewhere = counts.get(Status.RUNNING.value, 0)
+        return self.summary
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

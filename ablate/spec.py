@@ -1,0 +1,231 @@
+"""Read and validate an experiment spec (YAML) into an :class:`ExperimentSpec`.
+
+A spec declares what to compare; ``ablate.plan`` turns it into runs. Everything that
+can be wrong with a spec is found here or in ``plan`` *before* any run starts, and is
+reported as one :class:`~ablate.errors.SpecError` line naming the file and the line
+(or the dotted place) of the mistake.
+
+Shape of a spec::
+
+    name: sampling                 # experiment name (default: the file's stem)
+    description: k1 x k2 sampling
+    base: {dataset: ml-1m, data_path: ../data, epochs: 300}   # RecBole config for all runs
+    seeds: [2020, 2021]
+    baselines:
+      LightGCN: {model: LightGCN}
+    variants:
+      default: {model: LightGCNOT, params: {ot_weight: 1.0e-7}}
+      only_wd: {extends: default, params: {ot_distance: wd}}
+    grid: {k1: [0, 3], k2: [2, 30]}         # product, applied to every variant
+    zip: [{sample_adj: [A, A2], subg1_adj: [A, A2]}]   # lock-step groups
+    run_name: "{variant}_{k1}k1_{k2}k2"
+
+YAML is loaded with a *safe* loader (no object tags) that also reads ``1e-7`` as a
+float, as RecBole does; PyYAML alone would read it as the string "1e-7".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ablate.errors import SpecError
+
+# ---------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-7`` as a float (YAML 1.1 wants a dot)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _no_duplicate_keys(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def load_yaml(text: str, path: str | Path = "<string>") -> Any:
+    """Parse YAML safely; a syntax error becomes a one-line SpecError with its line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else None
+        what = (err.problem or err.context or "invalid YAML").strip()
+        raise SpecError(path, f"YAML syntax error: {what}", line) from None
+    except yaml.YAMLError as err:
+        raise SpecError(path, f"YAML error: {str(err).splitlines()[0]}") from None
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a ``-o key=value`` value the way the spec would (``1e-7`` -> float)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506
+    except yaml.YAMLError:
+        return text
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Best line number for a dotted place in a composed YAML tree."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(part)), None)
+            if nxt is None:
+                key = next((k for k, _ in node.value if k.value == str(part)), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Axis = list[Any]
+
+
+class VariantSpec(_Strict):
+    """One named row of the comparison: a model plus its overrides."""
+
+    model: str | None = None
+    extends: str | None = None
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Axis] = Field(default_factory=dict)
+    zip: list[dict[str, Axis]] = Field(default_factory=list)
+    run_name: str | None = None
+
+
+class ExperimentSpec(_Strict):
+    """A validated spec. ``path`` and ``source`` are filled in by :func:`load_spec`."""
+
+    name: str
+    description: str | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [2020])
+    baselines: dict[str, VariantSpec] = Field(default_factory=dict)
+    variants: dict[str, VariantSpec] = Field(default_factory=dict)
+    grid: dict[str, Axis] = Field(default_factory=dict)
+    zip: list[dict[str, Axis]] = Field(default_factory=list)
+    run_name: str | None = None
+    check_params: bool = True
+    path: str = "<string>"
+    source: str = ""
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_not_empty(cls, v):
+        if not v:
+            raise ValueError("must list at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a seed twice")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v):
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", v or ""):
+            raise ValueError("must be letters, digits, '_', '.', '+' or '-'")
+        return v
+
+    def rows(self) -> dict[str, tuple[str, VariantSpec]]:
+        """Baselines then variants, in declared order, with their role."""
+        out = {name: ("baseline", v) for name, v in self.baselines.items()}
+        out.update({name: ("variant", v) for name, v in self.variants.items()})
+        return out
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = ".".join(str(p) for p in err["loc"][:-1])
+        allowed = ExperimentSpec if not parent else VariantSpec
+        keys = sorted(k for k in allowed.model_fields if k not in {"path", "source"})
+        return f"{loc}: unknown key {err['loc'][-1]!r} (allowed: {', '.join(keys)})"
+    if kind == "list_type":
+        got = type(err.get("input")).__name__
+        return f"{loc}: must be a list of values, got {got} {err.get('input')!r}"
+    if kind in ("dict_type", "model_type"):
+        return f"{loc}: must be a mapping, got {type(err.get('input')).__name__}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}"
+
+
+def parse_spec(text: str, path: str | Path = "<string>") -> ExperimentSpec:
+    """Parse and validate spec text. Raises SpecError with file and line."""
+    data = load_yaml(text, path)
+    if data is None:
+        raise SpecError(path, "the spec is empty")
+    if not isinstance(data, dict):
+        raise SpecError(path, f"a spec must be a mapping at the top level, got {type(data).__name__}")
+    data.setdefault("name", Path(str(path)).stem)
+    for reserved in ("path", "source"):
+        if reserved in data:
+            raise SpecError(path, f"unknown key {reserved!r}")
+    try:
+        spec = ExperimentSpec(**data, path=str(path), source=text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        try:
+            line = _line_of(yaml.compose(text, Loader=_Loader), first["loc"])
+        except yaml.YAMLError:
+            line = None
+        raise SpecError(path, _describe(first), line) from None
+    except TypeError as exc:  # non-string keys at the top level
+        raise SpecError(path, f"invalid spec: {exc}") from None
+    clash = set(spec.baselines) & set(spec.variants)
+    if clash:
+        raise SpecError(path, f"name {sorted(clash)[0]!r} is both a baseline and a variant")
+    return spec
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read a spec file. Relative paths inside it are resolved by ``plan``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(path, "no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(path, "is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(path, f"cannot read spec: {err}") from None
+    return parse_spec(text, p)

@@ -1,0 +1,505 @@
+"""The results store: SQLAlchemy 2 ORM models and the few queries everybody needs.
+
+Rules that keep results safe:
+
+* Only a coordinator (``ablate run`` / ``ablate collect``) writes; workers report over a
+  pipe or a result file. SQLite runs in WAL mode with a busy timeout, so readers never
+  block the writer and two coordinators queue politely instead of failing with
+  "database is locked".
+* A run is *claimed* with one conditional ``UPDATE ... WHERE status = 'pending'``; the
+  row count says who won. Two sweeps of the same spec on one database therefore
+  execute every run exactly once.
+* A coordinator stamps ``owner`` (host:pid:start) and a heartbeat on its running rows.
+  Rows whose owner is dead (same host, pid gone) or silent for ``STALE_AFTER`` seconds
+  are requeued by the next sweep.
+* The schema carries a version; :data:`MIGRATIONS` upgrades older files in place.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import (
+    JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine,
+    event, func, select, text, update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from ablate.errors import StoreError
+
+SCHEMA_VERSION = 2
+STALE_AFTER = 120.0  # seconds without a heartbeat before another coordinator may requeue
+
+
+class Status(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    NAN = "nan"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
+RETRYABLE = (Status.FAILED, Status.NAN, Status.OOM, Status.TIMEOUT, Status.INTERRUPTED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    spec_path: Mapped[str | None] = mapped_column(Text)
+    spec_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    members: Mapped[list["Member"]] = relationship(back_populates="experiment", cascade="all, delete-orphan", order_by="Member.position")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    model: Mapped[str] = mapped_column(String(100))
+    dataset: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=Status.PENDING.value, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    epoch: Mapped[int | None] = mapped_column(Integer)  # last epoch reached (NaN: where it happened)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    device: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(300), index=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    executor: Mapped[str | None] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(100))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    peak_mem_mb: Mapped[float | None] = mapped_column(Float)
+    rerun_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+    metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+    epochs: Mapped[list["Epoch"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Epoch.epoch")
+
+    __table_args__ = (
+        # One primary run per key; reruns (rerun_of set) are extra rows for the same key.
+        Index("uq_runs_key_primary", "key", unique=True, sqlite_where=text("rerun_of IS NULL"), postgresql_where=text("rerun_of IS NULL")),
+    )
+
+    def metric(self, split: str, name: str) -> float | None:
+        for m in self.metrics:
+            if m.split == split and m.name == name:
+                return m.value
+        return None
+
+
+class Member(Base):
+    """A run's place in an experiment: its row name, role and declaration order."""
+
+    __tablename__ = "experiment_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    row: Mapped[str] = mapped_column(String(300))
+    variant: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)
+    point: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    experiment: Mapped[Experiment] = relationship(back_populates="members")
+    run: Mapped[Run] = relationship()
+    __table_args__ = (UniqueConstraint("experiment_id", "run_id", name="uq_member"),)
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))  # valid | test
+    name: Mapped[str] = mapped_column(String(64))  # recall@10 ...
+    value: Mapped[float] = mapped_column(Float)
+    run: Mapped[Run] = relationship(back_populates="metrics")
+    __table_args__ = (UniqueConstraint("run_id", "split", "name", name="uq_metric"),)
+
+
+class Epoch(Base):
+    __tablename__ = "epochs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # term name -> mean per batch
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    valid_score: Mapped[float | None] = mapped_column(Float)
+    valid: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    run: Mapped[Run] = relationship(back_populates="epochs")
+    __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epoch"),)
+
+
+# ---------------------------------------------------------------------------- schema versions
+
+
+def _migrate_1_to_2(conn) -> None:
+    """v1 had no best_epoch / job_id / peak_mem_mb columns."""
+    cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(runs)")} if conn.dialect.name == "sqlite" else set()
+    if "best_epoch" not in cols:
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN best_epoch INTEGER")
+    if "job_id" not in cols:
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN job_id VARCHAR(100)")
+    if "peak_mem_mb" not in cols:
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN peak_mem_mb FLOAT")
+
+
+MIGRATIONS = {1: _migrate_1_to_2}  # from version -> function upgrading to version + 1
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def default_url() -> str:
+    return os.environ.get("ABLATE_DB") or "results.db"
+
+
+def to_url(db: str) -> str:
+    """A plain path becomes a sqlite URL; anything with '://' is taken as given."""
+    return db if "://" in db else f"sqlite:///{Path(db).expanduser()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(db: str) -> Engine:
+    url = to_url(db)
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("sqlite:///", 1)[-1]
+            if path and path != ":memory:":
+                parent = Path(path).parent
+                if not parent.exists():
+                    raise StoreError(f"cannot open store {db}: folder {parent} does not exist")
+            engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except ArgumentError as err:
+        raise StoreError(f"cannot open store {db}: {err}") from None
+    except ModuleNotFoundError as err:
+        raise StoreError(f"cannot open store {db}: driver missing ({err.name})") from None
+    return engine
+
+
+class Store:
+    """A handle on one results database. Cheap to create; use one per process."""
+
+    def __init__(self, db: str | None = None, create: bool = True):
+        self.db = db or default_url()
+        self.engine = make_engine(self.db)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._ensure_schema(create)
+        except (OperationalError, DatabaseError) as err:
+            raise StoreError(f"cannot open store {self.db}: {str(err.orig).splitlines()[0]}") from None
+
+    @property
+    def path(self) -> Path | None:
+        url = to_url(self.db)
+        if url.startswith("sqlite:///"):
+            return Path(url.split("sqlite:///", 1)[1])
+        return None
+
+    def _ensure_schema(self, create: bool) -> None:
+        with self.engine.begin() as conn:
+            tables = set(conn.dialect.get_table_names(conn))
+            if "runs" not in tables:
+                if not create:
+                    raise StoreError(f"{self.db} holds no ablate results")
+                Base.metadata.create_all(conn)
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            if "meta" not in tables:
+                Meta.__table__.create(conn)
+            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+            version = int(row) if row else 1
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.db} was written by a newer ablate (schema {version} > {SCHEMA_VERSION}); upgrade ablate")
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+            Base.metadata.create_all(conn)  # tables added since (idempotent)
+            if row:
+                conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(version)))
+            else:
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(version)))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session() as s, s.begin():
+            yield s
+
+    # ------------------------------------------------------------------ experiments
+
+    def sync_experiment(self, spec, runs) -> int:
+        """Record a spec and its runs: new keys become pending runs, known keys are shared.
+
+        Returns the experiment id. Membership is rewritten so the row order always follows
+        the spec as it is now.
+        """
+        with self.session() as s:
+            exp = s.scalar(select(Experiment).where(Experiment.name == spec.name))
+            if exp is None:
+                exp = Experiment(name=spec.name)
+                s.add(exp)
+            exp.spec_path = str(Path(spec.path).resolve()) if spec.path != "<string>" else None
+            exp.spec_text = spec.source
+            exp.updated_at = utcnow()
+            s.flush()
+            keys = {r.key for r in runs}
+            existing = {
+                r.key: r for r in s.scalars(select(Run).where(Run.key.in_(keys), Run.rerun_of.is_(None)))
+            } if keys else {}
+            for r in runs:
+                if r.key not in existing:
+                    row = Run(
+                        key=r.key, name=r.name, model=r.model, dataset=str(r.config.get("dataset")),
+                        seed=r.seed, config=r.config, status=Status.PENDING.value,
+                    )
+                    s.add(row)
+                    existing[r.key] = row
+            s.flush()
+            exp.members.clear()
+            s.flush()
+            seen = set()
+            for r in runs:
+                rid = existing[r.key].id
+                if rid in seen:
+                    continue
+                seen.add(rid)
+                exp.members.append(Member(run_id=rid, row=r.name, variant=r.variant, role=r.role, position=r.position, point=r.point))
+            return exp.id
+
+    def experiment(self, name: str) -> Experiment | None:
+        with self.session() as s:
+            return s.scalar(select(Experiment).where(Experiment.name == name))
+
+    def experiment_run_ids(self, experiment_id: int) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Member.run_id).where(Member.experiment_id == experiment_id).order_by(Member.position)))
+
+    # ------------------------------------------------------------------ queue
+
+    def requeue(self, run_ids: Iterable[int], force: bool = False, retry: bool = True) -> dict[str, int]:
+        """Make the given runs claimable again where appropriate.
+
+        * stale ``running`` rows (owner dead or silent) -> pending, counted as interrupted;
+        * failed / nan / oom / timeout / interrupted -> pending when ``retry``;
+        * with ``force`` every non-running row -> pending.
+        """
+        ids = list(run_ids)
+        counts = {"stale": 0, "retry": 0, "forced": 0}
+        if not ids:
+            return counts
+        with self.session() as s:
+            for run in s.scalars(select(Run).where(Run.id.in_(ids), Run.status == Status.RUNNING.value)):
+                if is_stale(run):
+                    counts["stale"] += self._reset(s, run.id, Status.RUNNING, owner=run.owner)
+            if force:
+                counts["forced"] += s.execute(
+                    update(Run).where(Run.id.in_(ids), Run.status != Status.RUNNING.value, Run.status != Status.PENDING.value)
+                    .values(status=Status.PENDING.value, owner=None)
+                ).rowcount
+            elif retry:
+                counts["retry"] += s.execute(
+                    update(Run).where(Run.id.in_(ids), Run.status.in_([x.value for x in RETRYABLE]))
+                    .values(status=Status.PENDING.value, owner=None)
+                ).rowcount
+        return counts
+
+    @staticmethod
+    def _reset(s: Session, run_id: int, frm: Status, owner: str | None) -> int:
+        return s.execute(
+            update(Run).where(Run.id == run_id, Run.status == frm.value, Run.owner == owner)
+            .values(status=Status.PENDING.value, owner=None, error="requeued: its coordinator died")
+        ).rowcount
+
+    def claim(self, run_ids: list[int], owner: str) -> Run | None:
+        """Atomically take the first pending run among ``run_ids`` (declaration order)."""
+        for _ in range(len(run_ids) + 1):
+            with self.session() as s:
+                rid = s.scalar(
+                    select(Run.id).join(Member, Member.run_id == Run.id)
+                    .where(Run.id.in_(run_ids), Run.status == Status.PENDING.value)
+                    .order_by(Member.position).limit(1)
+                ) if run_ids else None
+                if rid is None:
+                    return None
+                won = s.execute(
+                    update(Run).where(Run.id == rid, Run.status == Status.PENDING.value).values(
+                        status=Status.RUNNING.value, owner=owner, heartbeat_at=utcnow(), started_at=None,
+                        ended_at=None, error=None, attempts=Run.attempts + 1, epoch=None, best_epoch=None,
+                    )
+                ).rowcount
+                if won:
+                    s.query(Metric).filter(Metric.run_id == rid).delete()
+                    s.query(Epoch).filter(Epoch.run_id == rid).delete()
+                    return s.get(Run, rid)
+        return None
+
+    def heartbeat(self, owner: str) -> None:
+        with self.session() as s:
+            s.execute(update(Run).where(Run.owner == owner, Run.status == Status.RUNNING.value).values(heartbeat_at=utcnow()))
+
+    # ------------------------------------------------------------------ results (coordinator only)
+
+    def mark_started(self, run_id: int, **fields) -> None:
+        fields.setdefault("started_at", utcnow())
+        with self.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+    def add_epoch(self, run_id: int, epoch: int, losses: dict | None = None, train_seconds: float | None = None,
+                  valid_score: float | None = None, valid: dict | None = None) -> None:
+        with self.session() as s:
+            row = s.scalar(select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch == epoch))
+            if row is None:
+                row = Epoch(run_id=run_id, epoch=epoch)
+                s.add(row)
+            if losses is not None:
+                row.losses = losses
+            if train_seconds is not None:
+                row.train_seconds = train_seconds
+            if valid_score is not None:
+                row.valid_score = valid_score
+            if valid is not None:
+                row.valid = valid
+            s.execute(update(Run).where(Run.id == run_id).values(epoch=epoch, heartbeat_at=utcnow()))
+
+    def finish(self, run_id: int, status: Status, *, metrics: dict[str, dict[str, float]] | None = None,
+               error: str | None = None, owner: str | None = None, **fields) -> bool:
+        """Write a run's outcome. With ``owner``, only if that owner still holds it."""
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None or (owner is not None and run.owner != owner):
+                return False
+            run.status = status.value
+            run.error = error
+            run.ended_at = utcnow()
+            for k, v in fields.items():
+                setattr(run, k, v)
+            if run.started_at and run.wall_seconds is None:
+                run.wall_seconds = (run.ended_at - run.started_at).total_seconds()
+            if metrics:
+                s.query(Metric).filter(Metric.run_id == run_id).delete()
+                for split, values in metrics.items():
+                    for name, value in values.items():
+                        s.add(Metric(run_id=run_id, split=split, name=name, value=float(value)))
+            return True
+
+    # ------------------------------------------------------------------ reading
+
+    def runs(self, run_ids: Iterable[int] | None = None, *, with_children: bool = True) -> list[Run]:
+        from sqlalchemy.orm import selectinload
+
+        with self.session() as s:
+            q = select(Run)
+            if with_children:
+                q = q.options(selectinload(Run.metrics), selectinload(Run.epochs))
+            if run_ids is not None:
+                q = q.where(Run.id.in_(list(run_ids)))
+            return list(s.scalars(q.order_by(Run.id)))
+
+    def get_run(self, run_id: int) -> Run | None:
+        from sqlalchemy.orm import selectinload
+
+        with self.session() as s:
+            return s.scalar(select(Run).where(Run.id == run_id).options(selectinload(Run.metrics), selectinload(Run.epochs)))
+
+    def counts(self, run_ids: list[int] | None = None) -> dict[str, int]:
+        with self.session() as s:
+            q = select(Run.status, func.count()).group_by(Run.status)
+            if run_ids is not None:
+                q = q.where(Run.id.in_(run_ids))
+            return dict(s.execute(q).all())
+
+
+# ---------------------------------------------------------------------------- owners
+
+
+def _proc_start(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - any failure means "not that process"
+        return None
+
+
+def make_owner() -> str:
+    """``host:pid:start`` of this process; start time guards against pid reuse."""
+    pid = os.getpid()
+    start = _proc_start(pid) or time.time()
+    return f"{socket.gethostname()}:{pid}:{start:.0f}"
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """True/False when it can be told from here (same host), None otherwise."""
+    if not owner:
+        return False
+    try:
+        host, pid, start = owner.rsplit(":", 2)
+        pid_i, start_f = int(pid), float(start)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    created = _proc_start(pid_i)
+    return created is not None and abs(created - start_f) < 2
+
+
+def is_stale(run: Run, now: datetime | None = None) -> bool:
+    alive = owner_alive(run.owner)
+    if alive is False:
+        return True
+    if run.heartbeat_at is None:
+        return alive is None
+    age = ((now or utcnow()) - run.heartbeat_at).total_seconds()
+    return age > STALE_AFTER if alive is None else False
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

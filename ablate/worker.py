@@ -1,0 +1,330 @@
+"""Execute one run with RecBole. The only module of ablate that imports RecBole.
+
+A worker is handed a *task* (a plain dict: run id, model, resolved config, run folder,
+device) and reports *events* (plain dicts) through ``emit``: ``started``, ``epoch``,
+``valid`` and, last, ``finished`` with the status and metrics. Plain dicts travel
+equally well over a multiprocessing pipe (local executor) and as a JSON file on shared
+storage (Slurm), so both executors run this same code.
+
+RecBole keeps global state (logging handlers, ``sys.argv`` overrides, RNGs, the
+current directory for tensorboard and checkpoints). Each run here gets its own log file,
+its own checkpoint folder, a clean ``sys.argv``, re-seeded RNGs, a fresh model and
+trainer — so a warm worker that runs many configs in one process gives the same numbers
+as a cold process (``tests/test_warm.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+Emit = Callable[[dict], None]
+
+# Data settings that decide what ``create_dataset`` builds; the parsed dataset is cached
+# per worker process under a hash of these (see ``_dataset``).
+_DATASET_CACHE: dict[str, Any] = {}
+
+
+class NanLoss(Exception):
+    def __init__(self, epoch: int):
+        super().__init__(f"training loss is NaN at epoch {epoch}")
+        self.epoch = epoch
+
+
+class _NullWriter:
+    """Stands in for tensorboard's SummaryWriter: ablate stores epochs in its database,
+    and RecBole's writer would create ``log_tensorboard/`` in the current directory."""
+
+    def __getattr__(self, _name):
+        return lambda *a, **k: None
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import recbole
+    import torch
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__, "numpy": numpy.__version__}
+    for mod in ("scipy", "pandas", "torch_geometric"):
+        with contextlib.suppress(Exception):
+            out[mod] = __import__(mod).__version__
+    return out
+
+
+def _prepare_process(threads: int | None) -> None:
+    """Once per process: compat patches, thread count, no tensorboard."""
+    from ablate import compat
+
+    compat.apply()
+    import recbole.trainer.trainer as rt
+    import torch
+
+    rt.get_tensorboard = lambda logger: _NullWriter()
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+@contextlib.contextmanager
+def _run_logging(log_path: Path):
+    """Send RecBole's root logger, warnings and the process's stdout/stderr to one file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    old_handlers, old_level = root.handlers[:], root.level
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    for h in old_handlers:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+        root.removeHandler(handler)
+        handler.close()
+        for h in old_handlers:
+            root.addHandler(h)
+        root.setLevel(old_level)
+
+
+def _dataset_key(config) -> str:
+    from recbole.utils.argument_list import dataset_arguments
+
+    parts = {k: config[k] for k in dataset_arguments if k in config}
+    parts.update(dataset=config["dataset"], data_path=config["data_path"], MODEL_TYPE=str(config["MODEL_TYPE"]), model=config["model"])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _dataset(config, cache: bool):
+    """The parsed dataset, from the per-process cache when the data settings match.
+
+    ``data_preparation`` shuffles the dataset in place before splitting, so every run
+    works on a deep copy of the cached, pristine object.
+    """
+    from recbole.data import create_dataset
+
+    if not cache:
+        return create_dataset(config)
+    key = _dataset_key(config)
+    if key not in _DATASET_CACHE:
+        _DATASET_CACHE.clear()  # one dataset at a time keeps memory flat
+        _DATASET_CACHE[key] = create_dataset(config)
+    return copy.deepcopy(_DATASET_CACHE[key])
+
+
+def _loss_names(model, n: int) -> list[str]:
+    names = list(getattr(model, "loss_names", ()) or ())
+    if len(names) == n:
+        return names
+    return ["loss"] if n == 1 else [f"loss_{i}" for i in range(n)]
+
+
+def _as_floats(result) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(result or {}).items()}
+
+
+def _oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
+    """Run one task to the end and return its ``finished`` event (also emitted).
+
+    Never raises for a problem of the run itself: a NaN loss, an exception or an
+    out-of-memory error become the run's status. ``KeyboardInterrupt`` propagates.
+    """
+    run_id = task["run_id"]
+    run_dir = Path(task["run_dir"])
+    log_path = run_dir / "run.log"
+    t0 = time.time()
+    state = {"epoch": None, "best_epoch": None, "best_score": None}
+    base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
+    gpu = task.get("gpu")
+    emit({**base, "type": "started", "device": f"cuda:{gpu}" if gpu is not None else "cpu", "log_path": str(log_path)})
+
+    def finished(status: str, **extra) -> dict:
+        event = {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],
+                 "wall_seconds": time.time() - t0, **extra}
+        emit(event)
+        return event
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return finished("failed", error=f"cannot create run folder {run_dir}: {err.strerror or err}")
+
+    try:
+        with _run_logging(log_path):
+            return _train(task, emit, base, state, finished, cache)
+    except KeyboardInterrupt:
+        raise
+    except OSError as err:  # e.g. the log folder is unwritable or the disk is full
+        return finished("failed", error=f"{type(err).__name__}: {err}")
+
+
+def _train(task, emit, base, state, finished, cache):
+    import torch
+    from recbole.config import Config
+    from recbole.data import data_preparation
+    from recbole.utils import get_trainer, init_seed
+
+    from ablate import catalog, compat
+
+    run_dir = Path(task["run_dir"])
+    gpu = task.get("gpu")
+    config_dict = dict(task["config"])
+    config_dict.update(
+        checkpoint_dir=str(run_dir / "checkpoints"), show_progress=False, state="INFO",
+        gpu_id="" if gpu is None else str(gpu), use_gpu=gpu is not None,
+    )
+    argv, sys.argv = sys.argv, sys.argv[:1]  # Config() reads overrides from sys.argv
+    model = trainer = None
+    try:
+        model_cls = catalog.resolve_class(task["model"])
+        config = Config(model=model_cls, dataset=config_dict["dataset"], config_dict=config_dict)
+        logging.getLogger().info("ablate run %s (%s) key=%s", task["run_id"], task.get("name"), task.get("key"))
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = _dataset(config, cache)
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        model = model_cls(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        _instrument(trainer, model, train_data, emit, base, state)
+        if config["device"].type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        ckpt = Path(trainer.saved_model_file)
+        if ckpt.is_file():
+            saved = compat.load_checkpoint(ckpt, map_location=config["device"])
+            model.load_state_dict(saved["state_dict"])
+            model.load_other_parameter(saved.get("other_parameter"))
+        test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if config["device"].type == "cuda" else None
+        if not task.get("keep_checkpoints"):
+            ckpt.unlink(missing_ok=True)
+        return finished("done", metrics={"valid": _as_floats(best_valid), "test": _as_floats(test)},
+                        versions=versions(), peak_mem_mb=peak)
+    except NanLoss as err:
+        state["epoch"] = err.epoch
+        return finished("nan", error=str(err), versions=versions())
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the run is the run's result
+        logging.getLogger().error("run failed:\n%s", traceback.format_exc())
+        status = "oom" if _oom(err) else "failed"
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:2000]
+        return finished(status, error=message, versions=versions())
+    finally:
+        sys.argv = argv
+        del model, trainer
+        if torch.cuda.is_available() and gpu is not None:
+            torch.cuda.empty_cache()
+
+
+def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict) -> None:
+    """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
+    and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch."""
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+    n_batches = max(1, len(train_data))
+
+    def _train_epoch(data, epoch_idx, *args, **kwargs):
+        state["epoch"] = epoch_idx
+        t = time.time()
+        total = train_epoch(data, epoch_idx, *args, **kwargs)
+        terms = list(total) if isinstance(total, tuple) else [total]
+        names = _loss_names(model, len(terms))
+        losses = {n: float(v) / n_batches for n, v in zip(names, terms)}
+        if any(not math.isfinite(v) for v in losses.values()):
+            raise NanLoss(epoch_idx)
+        emit({**base, "type": "epoch", "epoch": epoch_idx, "losses": losses, "train_seconds": time.time() - t})
+        return total
+
+    def _valid_epoch(data, *args, **kwargs):
+        score, result = valid_epoch(data, *args, **kwargs)
+        score_f = float(score)
+        if state["best_score"] is None or score_f > state["best_score"]:
+            state["best_score"], state["best_epoch"] = score_f, state["epoch"]
+        emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
+        return score, result
+
+    def _check_nan(loss):
+        if not bool(torch_isfinite(loss)):
+            raise NanLoss(state["epoch"] if state["epoch"] is not None else 0)
+
+    trainer._train_epoch, trainer._valid_epoch, trainer._check_nan = _train_epoch, _valid_epoch, _check_nan
+
+
+def torch_isfinite(loss) -> bool:
+    import torch
+
+    return bool(torch.isfinite(loss).all())
+
+
+def serve(conn, threads: int | None = None, cache: bool = True) -> None:
+    """Main loop of a warm worker process: receive tasks, stream events, until ``None``.
+
+    SIGINT is ignored here: Ctrl-C is the coordinator's to handle, and it stops workers
+    itself, so a run never half-writes a result because the terminal was interrupted.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _prepare_process(threads)
+    conn.send({"type": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        execute(task, conn.send, cache=cache)
+
+
+def run_task_standalone(task: dict, events_path: str | None = None) -> dict:
+    """Run one task in this process (Slurm jobs, the bare-script benchmark).
+
+    Events are appended as JSON lines to ``events_path`` when given, so a coordinator on
+    another machine can collect them later; the ``finished`` event is returned.
+    """
+    _prepare_process(task.get("threads"))
+    out = open(events_path, "a", encoding="utf-8") if events_path else None  # noqa: SIM115
+
+    def emit(event: dict) -> None:
+        if out is not None:
+            out.write(json.dumps(event, default=str) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    try:
+        return execute(task, emit, cache=False)
+    finally:
+        if out is not None:
+            out.close()

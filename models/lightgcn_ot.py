@@ -1,0 +1,436 @@
+r"""LightGCNOT: LightGCN + BPR + reg + optimal-transport subgraph contrast [+ NCL prototypes].
+
+The researcher's model, built from GSC (Han et al., ECCV 2022,
+https://arxiv.org/abs/2207.11996) and GOT (Chen et al., ICML 2020,
+https://arxiv.org/abs/2006.14744), with NCL's prototype term as an option (Lin et al.,
+WWW 2022, https://arxiv.org/abs/2202.06200). Per training batch:
+
+1. Propagate LightGCN once: layers :math:`E^{(0)}..E^{(L)}` (shared with BPR).
+2. Draw centres (``n_user_centres`` users and ``n_item_centres`` items) and, on the
+   device, a subgraph of ``k = 1 + k1 + k2`` nodes around each (see
+   :mod:`models.ot.sampling`).
+3. Two views of each subgraph's nodes: anchor :math:`z_1` (``ot_z1``) and generated
+   :math:`z_2` (``ot_z2``); only the sampled rows are computed.
+4. Positive pairs :math:`(z_1^b, z_2^b)`; negatives pair :math:`z_1^b` with another
+   subgraph's :math:`z_1` and/or :math:`z_2` (a random cyclic derangement within users
+   and within items). For every pair, batched ``[P, k, k]``:
+
+   .. math::
+       C_{ij} = \mathrm{prune}\big(e^{-\cos(x_i, y_j)/\tau - s}\big)\ \text{or}\ 1 - \cos,\quad
+       d_W = \langle C, T_W \rangle,\quad
+       d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P \rangle,\ P \in \{T_W, \gamma\}.
+
+5. :math:`\ell_{OT}` = GSC's BCE on :math:`e^{-d/t}` or InfoNCE on :math:`-d/t`, mixed
+   :math:`a\,\ell_W + (1-a)\,\ell_{GW}`, summed over the user and the item subgraphs.
+
+Loss terms: ``("bpr", "reg", "ot")``, plus ``"proto"`` when ``proto_weight > 0``; each
+is already weighted, so their sum is the training loss.
+
+Args (config keys; defaults in ``config/LightGCNOT.yaml`` are GSC's choices and the
+notebook's default row):
+    embedding_size (int): 64.
+    n_layers (int): 3.
+    reg_weight (float): 1e-4 (L2 on layer-0 embeddings and on the GAT weights).
+    require_pow (bool): False.
+    ot_weight (float): 1e-7. 0 skips the OT term entirely.
+    ot_z1 (str|int): ``"mean"`` (layers 0..L), ``"mean1"`` (1..L) or a layer index
+        (negative counts from L: -2 is layer L-1).
+    ot_z2 (str|int): ``"gat"`` (PyG ``GATConv`` over ``ot_gat_input``, no self loops; GSC's
+        generator), ``"next"`` (layer L+1), ``"last"`` (layer L), ``"simgcl"`` (the
+        ``ot_z1`` readout of a SimGCL-perturbed forward) or a layer index.
+    ot_gat_input (str|int): ``"z1"`` or a view as in ``ot_z1`` (default ``"z1"``).
+    ot_gat_activation (str): ``"relu"`` (GSC), ``"prelu"``, ``"elu"`` or ``"none"``.
+    ot_simgcl_eps (float): 0.1, noise magnitude of the ``simgcl`` view.
+    n_user_centres (int): 5. n_item_centres (int): 5.
+    centre_source (str): ``"all"`` (uniform over all users/items) or ``"batch"``.
+    k1 (int): 3, 1-hop nodes per subgraph. k2 (int): 2, nodes from ``sample_adj``.
+    sample_adj (str): ``"A"`` (2-hop walks), ``"A2"`` (uniform over the 2-hop set,
+        materialised when ``A^2`` has at most ``a2_max_paths`` paths) or ``"cluster"``
+        (k-means cluster of the centre, recomputed every epoch).
+    subg1_adj (str): structure cost :math:`C_s` of GW: ``"A"``, ``"A2"`` (adjacency,
+        GSC) or ``"xx"`` (cost of :math:`z_1` with itself, GOT).
+    a2_max_paths (float): 2e7.
+    ot_distance (str): ``"both"``, ``"wd"`` or ``"gwd"``. ot_mix (float): 0.5, the
+        weight ``a`` of the W loss when both.
+    gw_plan (str): ``"wd"`` (GSC: evaluate GW with the W plan) or ``"gw"`` (GOT).
+    ot_loss (str): ``"bce"`` (GSC) or ``"infonce"``.
+    ot_negatives (str): ``"both"`` (GSC), ``"z1"`` or ``"z2"``.
+    ot_cost (str): ``"exp"`` (GSC) or ``"cos"`` (GOT). ot_tau (float): 0.5.
+    ot_prune (float): 0.1 (GSC's threshold; negative disables).
+    ot_t_wd (float): 0.01. ot_t_gwd (float): 0.1.
+    wd_beta (float): 0.5. wd_iters (int): 40.
+    gw_beta (float): 0.1. gw_outer (int): 5. gw_inner (int): 20.
+    ot_detach_plan (bool): True: plans are computed without autograd (and, on CUDA,
+        replayed from a CUDA graph); gradients flow through the costs.
+    proto_weight (float): 0 (off). num_clusters (int): 1000. proto_temp (float): 0.1.
+    proto_warmup (int): 20 epochs without the prototype term (NCL's ``warm_up_step``).
+    warmup_all (bool): False; True also holds the OT term at 0 during the warm-up.
+    kmeans_iters (int): 20.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .lightgcn_base import LightGCNBase
+from .ot import losses as L
+from .ot import sampling as S
+from .ot import solvers as O
+from .simgcl import simgcl_noise
+
+__all__ = ["LightGCNOT", "kmeans"]
+
+_DEFAULTS = {
+    "ot_weight": 1e-7, "ot_z1": "mean", "ot_z2": "gat", "ot_gat_input": "z1", "ot_gat_activation": "relu",
+    "ot_simgcl_eps": 0.1, "n_user_centres": 5, "n_item_centres": 5, "centre_source": "all", "k1": 3, "k2": 2,
+    "sample_adj": "A", "subg1_adj": "A", "a2_max_paths": 2e7, "ot_distance": "both", "ot_mix": 0.5,
+    "gw_plan": "wd", "ot_loss": "bce", "ot_negatives": "both", "ot_cost": "exp", "ot_tau": 0.5,
+    "ot_prune": 0.1, "ot_t_wd": 0.01, "ot_t_gwd": 0.1, "wd_beta": 0.5, "wd_iters": 40, "gw_beta": 0.1,
+    "gw_outer": 5, "gw_inner": 20, "ot_detach_plan": True, "proto_weight": 0.0, "num_clusters": 1000,
+    "proto_temp": 0.1, "proto_warmup": 20, "warmup_all": False, "kmeans_iters": 20,
+}
+_CHOICES = {
+    "ot_z2": {"gat", "next", "last", "simgcl"},
+    "ot_gat_activation": {"relu", "prelu", "elu", "none"},
+    "centre_source": {"all", "batch"},
+    "sample_adj": {"A", "A2", "cluster"},
+    "subg1_adj": {"A", "A2", "xx"},
+    "ot_distance": {"both", "wd", "gwd"},
+    "gw_plan": {"wd", "gw"},
+    "ot_loss": {"bce", "infonce"},
+    "ot_negatives": {"both", "z1", "z2"},
+    "ot_cost": {"exp", "cos"},
+}
+
+
+def _cfg(config, key):
+    try:
+        val = config[key]
+    except KeyError:
+        val = None
+    return _DEFAULTS[key] if val is None else val
+
+
+def _view_spec(val):
+    """``"mean"``/``"mean1"``/other names stay strings; ``"-2"`` or ``-2`` become ints."""
+    if isinstance(val, str):
+        try:
+            return int(val)
+        except ValueError:
+            return val
+    return int(val)
+
+
+def kmeans(x: torch.Tensor, k: int, n_iter: int = 20, generator=None, chunk: int = 65536):
+    """Lloyd's k-means on the device. Returns ``(centroids [k, d], assignment [n])``.
+
+    ``k`` is clipped to ``n``; empty clusters keep their previous centroid. Distances are
+    computed in chunks of ``chunk`` rows, so memory stays ``O(chunk * k)``.
+    """
+    x = x.detach()
+    n = x.shape[0]
+    k = max(1, min(k, n))
+    idx = torch.randperm(n, device=x.device, generator=generator)[:k]
+    cent = x[idx].clone()
+    assign = torch.zeros(n, dtype=torch.long, device=x.device)
+    for _ in range(n_iter):
+        c_sq = cent.pow(2).sum(1)
+        for s in range(0, n, chunk):
+            xs = x[s : s + chunk]
+            assign[s : s + chunk] = (2 * xs @ cent.t() - c_sq).argmax(dim=1)
+        sums = torch.zeros_like(cent).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1).to(x.dtype)
+        cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
+    return cent, assign
+
+
+class LightGCNOT(LightGCNBase):
+    """LightGCN + OT subgraph contrast; see the module docstring."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        g = {key: _cfg(config, key) for key in _DEFAULTS}
+        for key, allowed in _CHOICES.items():
+            if g[key] not in allowed:
+                raise ValueError(f"{key}={g[key]!r}: expected one of {sorted(allowed)}")
+        self.ot_weight = float(g["ot_weight"])
+        self.z1_spec = _view_spec(g["ot_z1"])
+        self.z2_spec = _view_spec(g["ot_z2"]) if str(g["ot_z2"]) not in _CHOICES["ot_z2"] else g["ot_z2"]
+        self.gat_input = _view_spec(g["ot_gat_input"])
+        for spec in (self.z1_spec, self.gat_input):
+            if isinstance(spec, str) and spec not in {"mean", "mean1", "z1"}:
+                raise ValueError(f"unknown view {spec!r}: expected 'mean', 'mean1' or a layer index")
+        self.simgcl_eps = float(g["ot_simgcl_eps"])
+        self.n_user_centres = int(g["n_user_centres"])
+        self.n_item_centres = int(g["n_item_centres"])
+        self.centre_source = g["centre_source"]
+        self.k1, self.k2 = int(g["k1"]), int(g["k2"])
+        self.sample_adj, self.subg1_adj = g["sample_adj"], g["subg1_adj"]
+        self.ot_distance, self.ot_mix = g["ot_distance"], float(g["ot_mix"])
+        self.gw_plan, self.ot_loss_form, self.ot_negatives = g["gw_plan"], g["ot_loss"], g["ot_negatives"]
+        self.ot_cost, self.ot_tau, self.ot_prune = g["ot_cost"], float(g["ot_tau"]), float(g["ot_prune"])
+        self.t_wd, self.t_gwd = float(g["ot_t_wd"]), float(g["ot_t_gwd"])
+        self.wd_beta, self.wd_iters = float(g["wd_beta"]), int(g["wd_iters"])
+        self.gw_beta, self.gw_outer, self.gw_inner = float(g["gw_beta"]), int(g["gw_outer"]), int(g["gw_inner"])
+        self.detach_plan = bool(g["ot_detach_plan"])
+        self.proto_weight = float(g["proto_weight"])
+        self.num_clusters = int(g["num_clusters"])
+        self.proto_temp = float(g["proto_temp"])
+        self.proto_warmup = int(g["proto_warmup"])
+        self.warmup_all = bool(g["warmup_all"])
+        self.kmeans_iters = int(g["kmeans_iters"])
+        if self.k1 < 0 or self.k2 < 0 or self.k1 + self.k2 < 1:
+            raise ValueError("k1, k2 >= 0 and k1 + k2 >= 1")
+
+        self.loss_names = ("bpr", "reg", "ot", "proto") if self.proto_weight > 0 else ("bpr", "reg", "ot")
+
+        # Structures for sampling and for the GW structure cost; all index tensors.
+        self.edge_keys = self.graph.edge_keys()
+        self.a2 = None
+        if "A2" in (self.sample_adj, self.subg1_adj) and S.two_hop_paths(self.graph) <= float(g["a2_max_paths"]):
+            self.a2 = S.two_hop_csr(self.graph)
+            self.a2_keys = self.a2.edge_keys()
+        self.gat = None
+        if self.z2_spec == "gat":
+            from torch_geometric.nn import GATConv  # lazy: importing PyG costs seconds
+
+            self.gat = GATConv(self.latent_dim, self.latent_dim, heads=1, add_self_loops=False)
+            self.gat_act = {
+                "relu": torch.nn.ReLU(), "prelu": torch.nn.PReLU(), "elu": torch.nn.ELU(), "none": torch.nn.Identity()
+            }[g["ot_gat_activation"]]
+        self._plans = O.CudaGraphed(O.ot_plans, enabled=self.detach_plan)
+        self._epoch = -1
+        self._clusters_epoch = None
+        self.node_cluster = None
+        self.cluster_csr = None
+        self.centroids = None
+        self.reset_parameters()
+
+    # -- parameters and epochs ---------------------------------------------------
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if getattr(self, "gat", None) is not None:
+            self.gat.reset_parameters()  # glorot (Xavier-uniform) weights, zero bias
+            torch.nn.init.xavier_uniform_(self.gat.lin.weight)
+
+    def train(self, mode: bool = True):
+        """RecBole's trainer calls ``model.train()`` at the start of every epoch: that is
+        the epoch clock for the warm-up and the per-epoch k-means (NCL's E-step)."""
+        if mode:
+            self._epoch += 1
+        return super().train(mode)
+
+    def _warm(self) -> bool:
+        return self._epoch >= self.proto_warmup
+
+    def _gat_params(self):
+        return tuple(self.gat.parameters()) if self.gat is not None else ()
+
+    # -- k-means (NCL E-step) ------------------------------------------------------
+    def e_step(self) -> None:
+        """Cluster users and items separately on their layer-0 embeddings (as NCL)."""
+        gen = None
+        ku, cu = kmeans(self.user_embedding.weight, self.num_clusters, self.kmeans_iters, gen)
+        ki, ci = kmeans(self.item_embedding.weight, self.num_clusters, self.kmeans_iters, gen)
+        self.centroids = (F.normalize(ku, dim=1), F.normalize(ki, dim=1))
+        self.user_cluster, self.item_cluster = cu, ci
+        node_cluster = torch.cat([cu, ci + ku.shape[0]])
+        n_cl = ku.shape[0] + ki.shape[0]
+        order = torch.argsort(node_cluster, stable=True)
+        indptr = torch.zeros(n_cl + 1, dtype=torch.long, device=node_cluster.device)
+        indptr[1:] = torch.cumsum(torch.bincount(node_cluster, minlength=n_cl), 0)
+        self.node_cluster = node_cluster
+        self.cluster_csr = S.CSR(indptr, order, self.n_nodes)
+        self._clusters_epoch = self._epoch
+
+    def _ensure_clusters(self) -> None:
+        need = self.sample_adj == "cluster" or (self.proto_weight > 0 and self._warm())
+        if need and (self._clusters_epoch != self._epoch or self.node_cluster is None):
+            self.e_step()
+
+    # -- views ---------------------------------------------------------------------
+    def _layer_view(self, layers, spec):
+        if spec == "mean":
+            return torch.stack(layers, dim=1).mean(dim=1)
+        if spec == "mean1":
+            return torch.stack(layers[1:], dim=1).mean(dim=1)
+        return layers[spec]
+
+    def _rows_propagate(self, x_all, rows):
+        """Rows ``rows`` of ``A_hat @ x_all`` through the CSR (no full spmm)."""
+        g = self.graph
+        deg = g.degree(rows)
+        owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
+        starts = torch.cumsum(deg, 0) - deg
+        pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
+        src = g.indices[pos]
+        full_deg = (g.indptr[1:] - g.indptr[:-1]).to(x_all.dtype) + 1e-7
+        w = full_deg[rows][owner].rsqrt() * full_deg[src].rsqrt()
+        out = torch.zeros(rows.numel(), x_all.shape[1], device=x_all.device, dtype=x_all.dtype)
+        return out.index_add_(0, owner, x_all[src] * w.unsqueeze(1)), owner, src
+
+    def _gat_rows(self, x_all, rows):
+        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
+        _, owner, src = self._rows_propagate(x_all[:0].new_zeros(0, x_all.shape[1]), rows) if False else (None, *self._in_edges(rows))
+        edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
+        out = self.gat((x_all[src], x_all[rows]), edge_index, size=(src.numel(), rows.numel()))
+        return self.gat_act(out)
+
+    def _in_edges(self, rows):
+        g = self.graph
+        deg = g.degree(rows)
+        owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
+        starts = torch.cumsum(deg, 0) - deg
+        pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
+        return owner, g.indices[pos]
+
+    def views(self, layers, nodes):
+        """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors."""
+        flat = nodes.reshape(-1)
+        z1_all = self._layer_view(layers, self.z1_spec)
+        z1 = z1_all[flat]
+        spec = self.z2_spec
+        if spec == "gat":
+            src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input)
+            z2 = self._gat_rows(src, flat)
+        elif spec == "next":
+            z2 = self._rows_propagate(layers[-1], flat)[0]
+        elif spec == "last":
+            z2 = layers[-1][flat]
+        elif spec == "simgcl":
+            z2 = self._layer_view(self._perturbed_layers(), self.z1_spec)[flat]
+        else:
+            z2 = layers[spec][flat]
+        b, k = nodes.shape
+        return z1.view(b, k, -1), z2.view(b, k, -1)
+
+    def _perturbed_layers(self):
+        emb = self.get_ego_embeddings()
+        out = [emb]
+        for _ in range(self.n_layers):
+            emb = torch.sparse.mm(self.norm_adj_matrix, emb)
+            emb = emb + simgcl_noise(emb, self.simgcl_eps)
+            out.append(emb)
+        return out
+
+    # -- sampling ------------------------------------------------------------------
+    def _centres(self, interaction):
+        dev = self.graph.indptr.device
+        if self.centre_source == "batch":
+            u = torch.unique(interaction[self.USER_ID])
+            i = torch.unique(interaction[self.ITEM_ID]) + self.n_users
+            u = u[torch.randperm(u.numel(), device=dev)[: self.n_user_centres]]
+            i = i[torch.randperm(i.numel(), device=dev)[: self.n_item_centres]]
+        else:  # id 0 is RecBole's padding id
+            u = torch.randint(1, max(self.n_users, 2), (self.n_user_centres,), device=dev)
+            i = torch.randint(1, max(self.n_items, 2), (self.n_item_centres,), device=dev) + self.n_users
+        return u, i
+
+    def sample(self, centres):
+        return S.sample_subgraphs(
+            self.graph, centres, self.k1, self.k2, source=self.sample_adj, a2=self.a2,
+            clusters=self.cluster_csr, node_cluster=self.node_cluster,
+        )
+
+    def _structure(self, nodes, x):
+        """GW structure cost :math:`C_s` of each subgraph ``[B, k, k]``."""
+        if self.subg1_adj == "xx":
+            return O.prune_cost(O.cost_matrix(x, x, self.ot_cost, self.ot_tau), self.ot_prune)
+        if self.subg1_adj == "A":
+            adj = S.subgraph_adjacency(nodes, self.edge_keys, self.n_nodes)
+        elif self.a2 is not None:
+            adj = S.subgraph_adjacency(nodes, self.a2_keys, self.n_nodes)
+        else:
+            adj = S.shared_neighbour_adjacency(nodes, self.graph)
+        adj = adj.to(x.dtype)
+        cost = torch.exp(-adj / self.ot_tau) if self.ot_cost == "exp" else 1.0 - adj  # GSC: exp(-adj/tau)
+        return O.prune_cost(cost, self.ot_prune)
+
+    # -- the OT term ---------------------------------------------------------------
+    def ot_term(self, layers, interaction) -> torch.Tensor:
+        cu, ci = self._centres(interaction)
+        centres = torch.cat([cu, ci])
+        nodes, valid = self.sample(centres)
+        z1, z2 = self.views(layers, nodes)
+        groups = [torch.arange(cu.numel(), device=nodes.device), cu.numel() + torch.arange(ci.numel(), device=nodes.device)]
+        # A random cyclic derangement inside each group: subgraph b's negatives come from sigma(b).
+        sigma = torch.arange(nodes.shape[0], device=nodes.device)
+        for grp in groups:
+            if grp.numel() >= 2:
+                perm = grp[torch.randperm(grp.numel(), device=grp.device)]
+                sigma[perm] = torch.roll(perm, -1)
+        neg_ok = valid & valid[sigma] & (sigma != torch.arange(sigma.numel(), device=sigma.device))
+        parts2 = [z2]
+        if self.ot_negatives in ("both", "z1"):
+            parts2.append(z1[sigma])
+        if self.ot_negatives in ("both", "z2"):
+            parts2.append(z2[sigma])
+        n_pairs = len(parts2)
+        x = z1.repeat(n_pairs, 1, 1)
+        y = torch.cat(parts2, dim=0)
+        c = O.prune_cost(O.cost_matrix(x, y, self.ot_cost, self.ot_tau), self.ot_prune)
+        need_gw = self.ot_distance in ("both", "gwd")
+        cs = ct = None
+        if need_gw:
+            cs = self._structure(nodes, z1).repeat(n_pairs, 1, 1)
+            ct = O.prune_cost(O.cost_matrix(y, y, self.ot_cost, self.ot_tau), self.ot_prune)
+        if self.detach_plan:
+            t_wd, gamma = self._plans(
+                c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach(),
+                self.wd_beta, self.wd_iters, self.gw_beta, self.gw_outer, self.gw_inner,
+            )
+        else:
+            t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
+            gamma = O.gromov_wasserstein(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner)[1] if need_gw else None
+        b = nodes.shape[0]
+        terms = []
+        if self.ot_distance in ("both", "wd"):
+            terms.append((self.ot_mix if self.ot_distance == "both" else 1.0, O.batch_trace_dot(c, t_wd), self.t_wd))
+        if need_gw:
+            plan = t_wd if self.gw_plan == "wd" else gamma
+            d_gw = O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan)
+            terms.append((1.0 - self.ot_mix if self.ot_distance == "both" else 1.0, d_gw, self.t_gwd))
+        total = z1.new_zeros(())
+        for weight, d, t in terms:
+            d = d.view(n_pairs, b)
+            for grp in groups:
+                total = total + weight * self._pair_loss(d[:, grp], valid[grp], neg_ok[grp], t)
+        return total
+
+    def _pair_loss(self, d, pos_ok, neg_ok, t):
+        """Loss of one group: ``d [1 + M, G]`` (row 0 positives), masks ``[G]``."""
+        if not bool(neg_ok.any()):
+            return d.sum() * 0.0
+        d_pos, d_neg = d[0][neg_ok], d[1:, neg_ok].t()
+        if self.ot_loss_form == "bce":
+            return L.gsc_bce(d_pos, d_neg, t)
+        return L.distance_info_nce(d_pos, d_neg, t)
+
+    # -- the prototype term (NCL) ----------------------------------------------------
+    def proto_term(self, interaction) -> torch.Tensor:
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        cu, ci = self.centroids
+        u = F.normalize(self.user_embedding(user), dim=1)
+        i = F.normalize(self.item_embedding(item), dim=1)
+        return self.proto_weight * (
+            L.info_nce(u @ cu.t() / self.proto_temp, self.user_cluster[user])
+            + L.info_nce(i @ ci.t() / self.proto_temp, self.item_cluster[item])
+        )
+
+    def calculate_loss(self, interaction):
+        self._clear_cache()
+        self._ensure_clusters()
+        layers = self.propagate()
+        user_all, item_all = self.split(self.readout(layers))
+        bpr, reg = self.bpr_reg(interaction, user_all, item_all, extra_reg=self._gat_params())
+        zero = bpr.new_zeros(())
+        ot_on = self.ot_weight > 0 and (self._warm() or not self.warmup_all)
+        ot = self.ot_weight * self.ot_term(layers, interaction) if ot_on else zero
+        if self.proto_weight <= 0:
+            return bpr, reg, ot
+        proto = self.proto_term(interaction) if self._warm() else zero
+        return bpr, reg, ot, proto

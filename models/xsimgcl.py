@@ -1,0 +1,44 @@
+r"""XSimGCL: one perturbed forward, cross-layer contrast.
+
+Yu et al., "XSimGCL: Towards Extremely Simple Graph Contrastive Learning for
+Recommendation", TKDE 2023, https://arxiv.org/abs/2209.02544. Follows RecBole-GNN's
+``xsimgcl.py``: a single perturbed forward (SimGCL's noise after every layer) gives both
+the final embedding (mean of layers ``1..L``, used for BPR) and the contrastive view
+(layer ``layer_cl``); InfoNCE between the two over the batch's unique users and items.
+
+Loss terms: ``("bpr", "reg", "cl")``.
+
+Args (config keys, defaults in ``config/XSimGCL.yaml``, RecBole-GNN's):
+    embedding_size (int): 64.
+    n_layers (int): 2.
+    reg_weight (float): 1e-4.
+    require_pow (bool): True.
+    lambda (float): 0.1.
+    eps (float): 0.2.
+    temperature (float): 0.2.
+    layer_cl (int): 1, the layer contrasted with the final embedding.
+"""
+
+from __future__ import annotations
+
+from .simgcl import SimGCL
+
+__all__ = ["XSimGCL"]
+
+
+class XSimGCL(SimGCL):
+    """XSimGCL; see the module docstring."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.layer_cl = config["layer_cl"]
+        if not 1 <= self.layer_cl <= self.n_layers:
+            raise ValueError(f"layer_cl must be in 1..n_layers={self.n_layers}, got {self.layer_cl}")
+
+    def calculate_loss(self, interaction):
+        self._clear_cache()
+        layers = self.propagate(perturbed=True)
+        user_all, item_all = self.split(self.readout(layers))
+        bpr, reg = self.bpr_reg(interaction, user_all, item_all)
+        cl = self.cl_loss(interaction, (user_all, item_all), self.split(layers[self.layer_cl]))
+        return bpr, reg, cl
