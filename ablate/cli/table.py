@@ -1,0 +1,89 @@
+"""``ablate table [SPEC|NAME...]``: the comparison table of an experiment, from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.cli._app import app
+from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
+from ablate.errors import StoreError, UsageError
+
+TargetsArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Spec files or stored experiment names (default: the most recently updated).", show_default=False),
+]
+
+
+def open_store(db: str):
+    """Open an existing store for reading; a missing SQLite file is an error, not a new file."""
+    from ablate.cli.run import Store_exists
+    from ablate.store import Store
+
+    if not Store_exists(db):
+        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
+    return Store(db, create=False)
+
+
+def render_table(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, fmt: str = "rich",
+                 metrics: list[str] | None = None, split: str = "test", baseline: str | None = None,
+                 precision: int = 4, sort: str | None = None, delta: bool = False, reference: Path | None = None,
+                 negligible: float = 0.01):
+    """Everything ``ablate table`` does short of printing; returns (Table, text)."""
+    from ablate.report import frame as frame_mod, table as table_mod
+
+    store = open_store(db)
+    names = frame_mod.resolve_targets(store, targets, overrides)
+    data = frame_mod.load(store, names, split)
+    if not data.rows:
+        raise UsageError(f"experiment {', '.join(names)} has no runs")
+    variant_ids = [int(x) for x in data.runs.loc[(data.runs["role"] != "baseline") & (data.runs["status"] == "done"), "run_id"]]
+    losses = frame_mod.loss_history(store, variant_ids)
+    ref = table_mod.load_reference(reference) if reference is not None else None
+    table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
+                            reference=ref, losses=losses, negligible=negligible)
+    return table, (table_mod.render(table, fmt) if fmt != "rich" else None)
+
+
+def _split_metrics(items: list[str] | None) -> list[str] | None:
+    if not items:
+        return None
+    out = [m.strip() for item in items for m in item.replace(",", " ").split() if m.strip()]
+    return out or None
+
+
+@app.command("table")
+def table_cmd(
+    targets: TargetsArg = None,
+    db: DbOpt = DB_DEFAULT,
+    override: OverrideOpt = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Row to compare against (default: the first declared baseline).")] = None,
+    metrics: Annotated[Optional[list[str]], typer.Option("--metrics", "-m", help="Columns, e.g. recall@20,ndcg@20 (default: recall/ndcg @10,20,50).")] = None,
+    split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    precision: Annotated[int, typer.Option(help="Decimals shown; marks compare the shown values.")] = 4,
+    sort: Annotated[Optional[str], typer.Option(help="Order rows by this metric (best first) instead of as declared.")] = None,
+    delta: Annotated[bool, typer.Option("--delta", help="Relative change vs the baseline in every row.")] = False,
+    reference: Annotated[Optional[Path], typer.Option(help="YAML/CSV of published numbers shown as reference rows.")] = None,
+    negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
+    md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
+    latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision, no marks).")] = False,
+) -> None:
+    """Render the comparison table: best bold, second underlined, mean ± std over seeds, flags."""
+    chosen = [f for f, on in (("md", md), ("latex", latex), ("csv", csv)) if on]
+    if len(chosen) > 1:
+        raise UsageError("choose one of --md, --latex, --csv")
+    fmt = chosen[0] if chosen else "rich"
+    table, text = render_table(db, targets, overrides=parse_overrides(override), fmt=fmt,
+                               metrics=_split_metrics(metrics), split=split, baseline=baseline, precision=precision,
+                               sort=sort, delta=delta, reference=reference, negligible=negligible)
+    if text is not None:
+        typer.echo(text, nl=False)
+        return
+    from rich.console import Console
+
+    from ablate.report.table import to_rich
+
+    Console().print(to_rich(table))
