@@ -70,7 +70,7 @@ notebook's default row):
 
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +92,8 @@ _DEFAULTS = {
     "gw_outer": 5, "gw_inner": 20, "ot_detach_plan": True, "proto_weight": 0.0, "num_clusters": 1000,
     "proto_temp": 0.1, "proto_warmup": 20, "warmup_all": False, "kmeans_iters": 20,
 }
+_Z2 = {"gat", "next", "last", "simgcl"}
 _CHOICES = {
-    "ot_z2": {"gat", "next", "last", "simgcl"},
     "ot_gat_activation": {"relu", "prelu", "elu", "none"},
     "centre_source": {"all", "batch"},
     "sample_adj": {"A", "A2", "cluster"},
@@ -158,7 +158,9 @@ class LightGCNOT(LightGCNBase):
                 raise ValueError(f"{key}={g[key]!r}: expected one of {sorted(allowed)}")
         self.ot_weight = float(g["ot_weight"])
         self.z1_spec = _view_spec(g["ot_z1"])
-        self.z2_spec = _view_spec(g["ot_z2"]) if str(g["ot_z2"]) not in _CHOICES["ot_z2"] else g["ot_z2"]
+        self.z2_spec = _view_spec(g["ot_z2"])
+        if isinstance(self.z2_spec, str) and self.z2_spec not in _Z2:
+            raise ValueError(f"ot_z2={self.z2_spec!r}: expected one of {sorted(_Z2)} or a layer index")
         self.gat_input = _view_spec(g["ot_gat_input"])
         for spec in (self.z1_spec, self.gat_input):
             if isinstance(spec, str) and spec not in {"mean", "mean1", "z1"}:
@@ -201,7 +203,12 @@ class LightGCNOT(LightGCNBase):
             self.gat_act = {
                 "relu": torch.nn.ReLU(), "prelu": torch.nn.PReLU(), "elu": torch.nn.ELU(), "none": torch.nn.Identity()
             }[g["ot_gat_activation"]]
-        self._plans = O.CudaGraphed(O.ot_plans, enabled=self.detach_plan)
+        self._plans = O.CudaGraphed(
+            functools.partial(
+                O.ot_plans, wd_beta=self.wd_beta, wd_iters=self.wd_iters,
+                gw_beta=self.gw_beta, gw_outer=self.gw_outer, gw_inner=self.gw_inner,
+            )
+        )
         self._epoch = -1
         self._clusters_epoch = None
         self.node_cluster = None
@@ -259,33 +266,29 @@ class LightGCNOT(LightGCNBase):
             return torch.stack(layers[1:], dim=1).mean(dim=1)
         return layers[spec]
 
-    def _rows_propagate(self, x_all, rows):
-        """Rows ``rows`` of ``A_hat @ x_all`` through the CSR (no full spmm)."""
-        g = self.graph
-        deg = g.degree(rows)
-        owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
-        starts = torch.cumsum(deg, 0) - deg
-        pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
-        src = g.indices[pos]
-        full_deg = (g.indptr[1:] - g.indptr[:-1]).to(x_all.dtype) + 1e-7
-        w = full_deg[rows][owner].rsqrt() * full_deg[src].rsqrt()
-        out = torch.zeros(rows.numel(), x_all.shape[1], device=x_all.device, dtype=x_all.dtype)
-        return out.index_add_(0, owner, x_all[src] * w.unsqueeze(1)), owner, src
-
-    def _gat_rows(self, x_all, rows):
-        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
-        _, owner, src = self._rows_propagate(x_all[:0].new_zeros(0, x_all.shape[1]), rows) if False else (None, *self._in_edges(rows))
-        edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
-        out = self.gat((x_all[src], x_all[rows]), edge_index, size=(src.numel(), rows.numel()))
-        return self.gat_act(out)
-
     def _in_edges(self, rows):
+        """In-edges of ``rows``: ``(owner [E], src [E])``, ``owner`` indexing into ``rows``."""
         g = self.graph
         deg = g.degree(rows)
         owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
         starts = torch.cumsum(deg, 0) - deg
         pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
         return owner, g.indices[pos]
+
+    def _rows_propagate(self, x_all, rows):
+        """Rows ``rows`` of ``A_hat @ x_all`` (layer L+1 at the sampled nodes, no full spmm)."""
+        owner, src = self._in_edges(rows)
+        deg = (self.graph.indptr[1:] - self.graph.indptr[:-1]).to(x_all.dtype) + 1e-7
+        w = deg[rows][owner].rsqrt() * deg[src].rsqrt()
+        out = x_all.new_zeros(rows.numel(), x_all.shape[1])
+        return out.index_add_(0, owner, x_all[src] * w.unsqueeze(1))
+
+    def _gat_rows(self, x_all, rows):
+        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
+        owner, src = self._in_edges(rows)
+        edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
+        out = self.gat((x_all[src], x_all[rows]), edge_index, size=(src.numel(), rows.numel()))
+        return self.gat_act(out)
 
     def views(self, layers, nodes):
         """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors."""
@@ -297,7 +300,7 @@ class LightGCNOT(LightGCNBase):
             src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input)
             z2 = self._gat_rows(src, flat)
         elif spec == "next":
-            z2 = self._rows_propagate(layers[-1], flat)[0]
+            z2 = self._rows_propagate(layers[-1], flat)
         elif spec == "last":
             z2 = layers[-1][flat]
         elif spec == "simgcl":
@@ -379,8 +382,7 @@ class LightGCNOT(LightGCNBase):
             ct = O.prune_cost(O.cost_matrix(y, y, self.ot_cost, self.ot_tau), self.ot_prune)
         if self.detach_plan:
             t_wd, gamma = self._plans(
-                c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach(),
-                self.wd_beta, self.wd_iters, self.gw_beta, self.gw_outer, self.gw_inner,
+                c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach()
             )
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
@@ -397,17 +399,16 @@ class LightGCNOT(LightGCNBase):
         for weight, d, t in terms:
             d = d.view(n_pairs, b)
             for grp in groups:
-                total = total + weight * self._pair_loss(d[:, grp], valid[grp], neg_ok[grp], t)
+                total = total + weight * self._pair_loss(d[:, grp], neg_ok[grp], t)
         return total
 
-    def _pair_loss(self, d, pos_ok, neg_ok, t):
-        """Loss of one group: ``d [1 + M, G]`` (row 0 positives), masks ``[G]``."""
-        if not bool(neg_ok.any()):
-            return d.sum() * 0.0
-        d_pos, d_neg = d[0][neg_ok], d[1:, neg_ok].t()
+    def _pair_loss(self, d, neg_ok, t):
+        """Loss of one group: ``d [1 + M, G]`` (row 0 positives); subgraphs whose centre or
+        negative was dropped get weight 0 (masks, not indexing: no host sync)."""
+        w = neg_ok.to(d.dtype)
         if self.ot_loss_form == "bce":
-            return L.gsc_bce(d_pos, d_neg, t)
-        return L.distance_info_nce(d_pos, d_neg, t)
+            return L.gsc_bce(d[0], d[1:].t(), t, weight=w)
+        return L.distance_info_nce(d[0], d[1:].t(), t, weight=w)
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:

@@ -36,7 +36,13 @@ def embedding_info_nce(x1: Tensor, x2: Tensor, temperature: float, reduction: st
     return info_nce(z1 @ z2.t() / temperature, reduction=reduction)
 
 
-def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float) -> Tensor:
+def _weighted_mean(loss: Tensor, weight: Tensor | None) -> Tensor:
+    if weight is None:
+        return loss.mean()
+    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | None = None) -> Tensor:
     r"""GSC's loss: ``BCEWithLogits(exp(-d / t), label)``, positives labelled 1.
 
     ``d`` is clamped at 0 (OT distances are non-negative up to rounding), so the
@@ -46,14 +52,19 @@ def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float) -> Tensor:
         d_pos: ``[B]`` distances of positive pairs.
         d_neg: ``[B, M]`` distances of negative pairs.
         t: temperature (GSC: 0.01 for Wasserstein, 0.1 for Gromov–Wasserstein).
+        weight: optional ``[B]`` weight of each subgraph (0 masks it out).
     """
-    d = torch.cat([d_pos.reshape(-1), d_neg.reshape(-1)])
-    lbl = torch.cat([torch.ones_like(d_pos.reshape(-1)), torch.zeros_like(d_neg.reshape(-1))])
+    d = torch.cat([d_pos.reshape(-1, 1), d_neg.reshape(d_pos.numel(), -1)], dim=1)
+    lbl = torch.zeros_like(d)
+    lbl[:, 0] = 1.0
     logits = torch.exp(-d.clamp_min(0.0) / t)
-    return F.binary_cross_entropy_with_logits(logits, lbl)
+    loss = F.binary_cross_entropy_with_logits(logits, lbl, reduction="none")
+    w = None if weight is None else weight.reshape(-1, 1).expand_as(loss)
+    return _weighted_mean(loss, w)
 
 
-def distance_info_nce(d_pos: Tensor, d_neg: Tensor, t: float) -> Tensor:
-    r"""InfoNCE over distances: logits ``-d / t``, positive in column 0, mean over rows."""
+def distance_info_nce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | None = None) -> Tensor:
+    r"""InfoNCE over distances: logits ``-d / t``, positive in column 0, (weighted) mean."""
     logits = torch.cat([d_pos.reshape(-1, 1), d_neg.reshape(d_pos.numel(), -1)], dim=1) / -t
-    return info_nce(logits, torch.zeros(d_pos.numel(), dtype=torch.long, device=d_pos.device), "mean")
+    targets = torch.zeros(d_pos.numel(), dtype=torch.long, device=d_pos.device)
+    return _weighted_mean(info_nce(logits, targets, reduction="none"), weight)
