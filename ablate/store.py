@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -197,12 +198,28 @@ def to_url(db: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # The driver's own transaction handling is switched off: ``_sqlite_begin`` starts every
+    # transaction itself. busy_timeout comes first so that even switching to WAL waits.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    """Start write transactions with ``BEGIN IMMEDIATE``.
+
+    A deferred transaction that reads and then writes cannot wait for a concurrent
+    writer in WAL mode: SQLite answers SQLITE_BUSY at once ("database is locked", the
+    error Optuna users meet), busy_timeout or not. Taking the write lock up front makes
+    two coordinators queue instead. Read-only sessions (``Store.read``) stay deferred so
+    reports never wait on a sweep.
+    """
+    mode = "DEFERRED" if conn.get_execution_options().get("ablate_read_only") else "IMMEDIATE"
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_engine(db: str) -> Engine:
@@ -216,6 +233,7 @@ def make_engine(db: str) -> Engine:
                     raise StoreError(f"cannot open store {db}: folder {parent} does not exist")
             engine = create_engine(url, connect_args={"timeout": 60})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except ArgumentError as err:
@@ -232,6 +250,7 @@ class Store:
         self.db = db or default_url()
         self.engine = make_engine(self.db)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_session = sessionmaker(self.engine.execution_options(ablate_read_only=True), expire_on_commit=False)
         try:
             self._ensure_schema(create)
         except (OperationalError, DatabaseError) as err:
@@ -270,7 +289,14 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A write transaction (it holds SQLite's write lock until it ends: keep it short)."""
         with self._session() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: a consistent snapshot that never blocks a writer."""
+        with self._read_session() as s, s.begin():
             yield s
 
     # ------------------------------------------------------------------ experiments
@@ -315,11 +341,11 @@ class Store:
             return exp.id
 
     def experiment(self, name: str) -> Experiment | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.scalar(select(Experiment).where(Experiment.name == name))
 
     def experiment_run_ids(self, experiment_id: int) -> list[int]:
-        with self.session() as s:
+        with self.read() as s:
             return list(s.scalars(select(Member.run_id).where(Member.experiment_id == experiment_id).order_by(Member.position)))
 
     # ------------------------------------------------------------------ queue
@@ -358,12 +384,28 @@ class Store:
             .values(status=Status.PENDING.value, owner=None, error="requeued: its coordinator died")
         ).rowcount
 
+    def add_rerun(self, run_id: int, config: dict | None = None, key: str | None = None, seed: int | None = None) -> int:
+        """A new pending run linked to ``run_id`` (``rerun_of``), outside every experiment's
+        membership so tables keep showing the original. ``config``/``key``/``seed`` make a
+        deliberate variation; by default the stored config is copied exactly."""
+        with self.session() as s:
+            orig = s.get(Run, run_id)
+            if orig is None:
+                raise StoreError(f"no run with id {run_id}")
+            cfg = dict(orig.config if config is None else config)
+            row = Run(key=key or orig.key, name=orig.name, model=str(cfg.get("model", orig.model)),
+                      dataset=str(cfg.get("dataset", orig.dataset)), seed=orig.seed if seed is None else seed,
+                      config=cfg, status=Status.PENDING.value, rerun_of=orig.id)
+            s.add(row)
+            s.flush()
+            return row.id
+
     def claim(self, run_ids: list[int], owner: str) -> Run | None:
         """Atomically take the first pending run among ``run_ids`` (declaration order)."""
         for _ in range(len(run_ids) + 1):
             with self.session() as s:
                 rid = s.scalar(
-                    select(Run.id).join(Member, Member.run_id == Run.id)
+                    select(Run.id).outerjoin(Member, Member.run_id == Run.id)  # reruns have no Member row
                     .where(Run.id.in_(run_ids), Run.status == Status.PENDING.value)
                     .order_by(Member.position).limit(1)
                 ) if run_ids else None
@@ -372,7 +414,7 @@ class Store:
                 won = s.execute(
                     update(Run).where(Run.id == rid, Run.status == Status.PENDING.value).values(
                         status=Status.RUNNING.value, owner=owner, heartbeat_at=utcnow(), started_at=None,
-                        ended_at=None, error=None, attempts=Run.attempts + 1, epoch=None, best_epoch=None,
+                        ended_at=None, error=None, attempts=Run.attempts + 1, epoch=None, best_epoch=None, wall_seconds=None,
                     )
                 ).rowcount
                 if won:
@@ -387,14 +429,20 @@ class Store:
 
     # ------------------------------------------------------------------ results (coordinator only)
 
-    def mark_started(self, run_id: int, **fields) -> None:
+    def mark_started(self, run_id: int, owner: str | None = None, **fields) -> bool:
+        """Record where a run started. With ``owner``, only while that owner holds it."""
         fields.setdefault("started_at", utcnow())
         with self.session() as s:
-            s.execute(update(Run).where(Run.id == run_id).values(**fields))
+            return bool(s.execute(update(Run).where(Run.id == run_id, *_held_by(owner)).values(**fields)).rowcount)
 
     def add_epoch(self, run_id: int, epoch: int, losses: dict | None = None, train_seconds: float | None = None,
-                  valid_score: float | None = None, valid: dict | None = None) -> None:
+                  valid_score: float | None = None, valid: dict | None = None, owner: str | None = None) -> bool:
+        """Record one epoch. With ``owner``, only while that owner holds the run, so a
+        coordinator that was presumed dead (and whose run was requeued) cannot mix its
+        epochs into the new attempt."""
         with self.session() as s:
+            if owner is not None and s.scalar(select(Run.id).where(Run.id == run_id, *_held_by(owner))) is None:
+                return False
             row = s.scalar(select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch == epoch))
             if row is None:
                 row = Epoch(run_id=run_id, epoch=epoch)
@@ -408,14 +456,15 @@ class Store:
             if valid is not None:
                 row.valid = valid
             s.execute(update(Run).where(Run.id == run_id).values(epoch=epoch, heartbeat_at=utcnow()))
+            return True
 
     def finish(self, run_id: int, status: Status, *, metrics: dict[str, dict[str, float]] | None = None,
                error: str | None = None, owner: str | None = None, **fields) -> bool:
         """Write a run's outcome. With ``owner``, only if that owner still holds it."""
         with self.session() as s:
             run = s.get(Run, run_id)
-            if run is None or (owner is not None and run.owner != owner):
-                return False
+            if run is None or (owner is not None and (run.owner != owner or run.status != Status.RUNNING.value)):
+                return False  # a late result of an attempt that was requeued: the store keeps the new one
             run.status = status.value
             run.error = error
             run.ended_at = utcnow()
@@ -435,7 +484,7 @@ class Store:
     def runs(self, run_ids: Iterable[int] | None = None, *, with_children: bool = True) -> list[Run]:
         from sqlalchemy.orm import selectinload
 
-        with self.session() as s:
+        with self.read() as s:
             q = select(Run)
             if with_children:
                 q = q.options(selectinload(Run.metrics), selectinload(Run.epochs))
@@ -446,18 +495,74 @@ class Store:
     def get_run(self, run_id: int) -> Run | None:
         from sqlalchemy.orm import selectinload
 
-        with self.session() as s:
+        with self.read() as s:
             return s.scalar(select(Run).where(Run.id == run_id).options(selectinload(Run.metrics), selectinload(Run.epochs)))
 
     def counts(self, run_ids: list[int] | None = None) -> dict[str, int]:
-        with self.session() as s:
+        with self.read() as s:
             q = select(Run.status, func.count()).group_by(Run.status)
             if run_ids is not None:
                 q = q.where(Run.id.in_(run_ids))
             return dict(s.execute(q).all())
 
 
+# ---------------------------------------------------------------------------- health (ablate doctor)
+
+
+def integrity(path: Path) -> list[str]:
+    """SQLite's own ``PRAGMA integrity_check`` on a file, read-only: ``[]`` when sound.
+
+    Opened with the plain driver so a damaged file is still examined, not refused."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            rows = [r[0] for r in con.execute("PRAGMA integrity_check")]
+            rows += [f"foreign key: {r[0]} row {r[1]} -> {r[2]}" for r in con.execute("PRAGMA foreign_key_check")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        return [str(err)]
+    return [] if rows == ["ok"] else rows
+
+
+@dataclass
+class Health:
+    """What ``ablate doctor`` reports about a store (empty lists: nothing wrong)."""
+
+    schema_version: int
+    stale: list[Run] = field(default_factory=list)  # running, but its coordinator is gone
+    running: list[Run] = field(default_factory=list)  # running under a live coordinator
+    done_without_test: list[int] = field(default_factory=list)
+    orphans: dict[str, int] = field(default_factory=dict)  # table -> rows pointing nowhere
+
+
+def health(store: "Store") -> Health:
+    with store.read() as s:
+        version = int(s.scalar(select(Meta.value).where(Meta.key == "schema_version")) or 1)
+        running = list(s.scalars(select(Run).where(Run.status == Status.RUNNING.value).order_by(Run.id)))
+        with_test = select(Metric.run_id).where(Metric.split == "test")
+        done_bad = list(s.scalars(select(Run.id).where(Run.status == Status.DONE.value, Run.id.not_in(with_test)).order_by(Run.id)))
+        run_ids = select(Run.id)
+        orphans = {
+            "experiment_runs": s.scalar(select(func.count()).select_from(Member).where(
+                Member.run_id.not_in(run_ids) | Member.experiment_id.not_in(select(Experiment.id)))),
+            "metrics": s.scalar(select(func.count()).select_from(Metric).where(Metric.run_id.not_in(run_ids))),
+            "epochs": s.scalar(select(func.count()).select_from(Epoch).where(Epoch.run_id.not_in(run_ids))),
+            "runs": s.scalar(select(func.count()).select_from(Run).where(
+                Run.rerun_of.is_(None), Run.id.not_in(select(Member.run_id)))),
+        }
+    stale = [r for r in running if is_stale(r)]
+    return Health(version, stale, [r for r in running if r not in stale], done_bad, {k: v for k, v in orphans.items() if v})
+
+
 # ---------------------------------------------------------------------------- owners
+
+
+def _held_by(owner: str | None) -> tuple:
+    """Extra WHERE terms: the run is still held by ``owner`` (nothing when owner is None)."""
+    return () if owner is None else (Run.owner == owner, Run.status == Status.RUNNING.value)
 
 
 def _proc_start(pid: int) -> float | None:
@@ -492,6 +597,8 @@ def owner_alive(owner: str | None) -> bool | None:
 
 
 def is_stale(run: Run, now: datetime | None = None) -> bool:
+    if (run.owner or "").startswith("slurm:"):
+        return False  # a Slurm job outlives its coordinator; ablate.executors.slurm reads the job's state
     alive = owner_alive(run.owner)
     if alive is False:
         return True

@@ -1,0 +1,52 @@
+"""``ablate plot``: a metric along a swept parameter, or per-epoch curves of some runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ablate.cli._app import app
+from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
+from ablate.cli.table import open_store
+from ablate.errors import UsageError
+
+
+@app.command("plot")
+def plot_cmd(
+    targets: Annotated[Optional[list[str]], typer.Argument(help="Spec files / experiment names; with --curves, run ids.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("plot.png"),
+    x: Annotated[Optional[str], typer.Option(help="Parameter on the x axis (grid point or config key), e.g. k2.")] = None,
+    y: Annotated[str, typer.Option(help="Metric on the y axis.")] = "recall@20",
+    hue: Annotated[str, typer.Option(help="One line per value of: variant, row, model, or a parameter.")] = "variant",
+    split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    curves: Annotated[bool, typer.Option("--curves", help="Plot per-epoch loss terms and valid score of the given run ids.")] = False,
+    db: DbOpt = DB_DEFAULT,
+    override: Annotated[Optional[list[str]], typer.Option("--override", help="key=value the spec was run with.", show_default=False)] = None,
+) -> None:
+    """Write a PNG: --x/--y over an experiment (mean ± std over seeds), or --curves of runs."""
+    from ablate.report import frame as frame_mod, plot as plot_mod
+
+    store = open_store(db)
+    if curves:
+        try:
+            ids = [int(t) for t in targets or []]
+        except ValueError:
+            raise UsageError("--curves expects run ids") from None
+        if not ids:
+            raise UsageError("--curves expects run ids")
+        runs = {r.id: r for r in store.runs(ids, with_children=False)}
+        missing = [i for i in ids if i not in runs]
+        if missing:
+            raise UsageError(f"no run with id {missing[0]} in {db}")
+        labels = {i: f"{runs[i].name} (#{i}, seed {runs[i].seed})" for i in ids}
+        path = plot_mod.plot_curves(frame_mod.epoch_losses(store, ids), labels, out)
+    else:
+        if not x:
+            raise UsageError("--x is required (or use --curves ID...)")
+        names = frame_mod.resolve_targets(store, targets, parse_overrides(override))
+        data = frame_mod.load(store, names, split)
+        points = plot_mod.sweep_points(data, x, y, hue)
+        path = plot_mod.plot_sweep(points, x, y.lower(), out, title=", ".join(names))
+    typer.echo(f"wrote {path}")

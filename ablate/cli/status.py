@@ -1,0 +1,91 @@
+"""``ablate status [SPEC|NAME]``: counts by status and what is running where."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ablate.cli._app import app
+from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
+from ablate.cli.table import TargetsArg, open_store
+
+# Columns of the "running" table; each is (header, function of a row dict -> text).
+# An executor that knows more (a Slurm job id and state) adds a column here and a field
+# in running_runs.
+RUNNING_COLUMNS = [
+    ("id", lambda r: str(r["id"])),
+    ("name", lambda r: r["name"]),
+    ("device", lambda r: r["device"] or ""),
+    ("host", lambda r: r["host"] or ""),
+    ("epoch", lambda r: "" if r["epoch"] is None else str(r["epoch"])),
+    ("running for", lambda r: _age(r["started_at"])),
+    ("heartbeat", lambda r: _age(r["heartbeat_at"]) + " ago" if r["heartbeat_at"] else ""),
+]
+
+
+def _age(t: datetime | None) -> str:
+    if t is None:
+        return ""
+    from ablate.store import utcnow
+
+    s = max(0, int((utcnow() - t).total_seconds()))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def running_runs(store, run_ids: list[int] | None) -> list[dict]:
+    """Running rows (one query), as dicts of the Run columns the status view shows."""
+    from sqlalchemy import select
+
+    from ablate.store import Run, Status
+
+    cols = [Run.id, Run.name, Run.device, Run.host, Run.epoch, Run.started_at, Run.heartbeat_at, Run.owner,
+            Run.executor, Run.job_id]
+    q = select(*cols).where(Run.status == Status.RUNNING.value).order_by(Run.id)
+    if run_ids is not None:
+        q = q.where(Run.id.in_(run_ids))
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+@app.command("status")
+def status_cmd(
+    targets: TargetsArg = None,
+    db: DbOpt = DB_DEFAULT,
+    override: OverrideOpt = None,
+) -> None:
+    """Counts by status (per experiment, or the whole store) and the runs running now."""
+    from ablate.report.frame import resolve_targets
+
+    store = open_store(db)
+    con = Console()
+    if targets:
+        names = resolve_targets(store, targets, parse_overrides(override))
+        ids: list[int] | None = []
+        for name in names:
+            exp_ids = store.experiment_run_ids(store.experiment(name).id)
+            counts = store.counts(exp_ids)
+            ids.extend(exp_ids)
+            con.print(f"{name}: {len(exp_ids)} runs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+    else:
+        ids = None
+        counts = store.counts()
+        con.print(f"{store.db}: {sum(counts.values())} runs, " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"),
+                  highlight=False)
+    running = running_runs(store, ids)
+    columns = RUNNING_COLUMNS
+    if any(r["job_id"] for r in running):  # Slurm runs: the job id and the job's live state
+        from ablate.executors.slurm import running_job_states
+
+        states = running_job_states(store, running)
+        columns = columns + [("job", lambda r: r["job_id"] or ""), ("state", lambda r: states.get(r["id"], ""))]
+    if running:
+        t = Table(title="running")
+        for head, _ in columns:
+            t.add_column(head)
+        for r in running:
+            t.add_row(*(fn(r) for _, fn in columns))
+        con.print(t)
