@@ -23,7 +23,9 @@ def baseline_of(store, run) -> tuple[object | None, str]:
 
     from ablate.store import Member, Run
 
-    with store.session() as s:
+    from ablate.report.frame import read_connection
+
+    with read_connection(store) as s:
         exp_ids = list(s.scalars(select(Member.experiment_id).where(Member.run_id == run.id)))
         if exp_ids:
             rows = s.execute(

@@ -47,7 +47,9 @@ def running_runs(store, run_ids: list[int] | None) -> list[dict]:
     q = select(*cols).where(Run.status == Status.RUNNING.value).order_by(Run.id)
     if run_ids is not None:
         q = q.where(Run.id.in_(run_ids))
-    with store.engine.connect() as conn:
+    from ablate.report.frame import read_connection
+
+    with read_connection(store) as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 

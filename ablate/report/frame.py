@@ -58,10 +58,16 @@ class ExperimentFrame:
         return [int(x) for x in df["run_id"].unique()]
 
 
+def read_connection(store: Store):
+    """A connection whose transactions are read-only snapshots (``BEGIN DEFERRED``): a
+    report never takes SQLite's write lock, so it neither waits on nor delays a sweep."""
+    return store.engine.execution_options(ablate_read_only=True).connect()
+
+
 def experiment_names(store: Store) -> list[str]:
     """Stored experiment names, most recently updated first."""
-    with store.session() as s:
-        return list(s.scalars(select(Experiment.name).order_by(Experiment.updated_at.desc(), Experiment.id.desc())))
+    with read_connection(store) as conn:
+        return list(conn.scalars(select(Experiment.name).order_by(Experiment.updated_at.desc(), Experiment.id.desc())))
 
 
 def resolve_targets(store: Store, targets: list[str] | None, overrides: dict | None = None) -> list[str]:
@@ -104,7 +110,7 @@ def _member_runs(store: Store, names: list[str]) -> pd.DataFrame:
         .join(Run, Run.id == Member.run_id)
         .where(Experiment.name.in_(names))
     )
-    with store.engine.connect() as conn:
+    with read_connection(store) as conn:
         rows = conn.execute(q).all()
     cols = ["run_id", "row", "variant", "role", "position", "point", "experiment", "seed", "status", "model", "key", "config"]
     df = pd.DataFrame(rows, columns=cols)
@@ -124,7 +130,7 @@ def _metric_values(store: Store, names: list[str], split: str) -> pd.DataFrame:
         .join(members, members.c.run_id == Metric.run_id)
         .where(Metric.split == split)
     )
-    with store.engine.connect() as conn:
+    with read_connection(store) as conn:
         rows = conn.execute(q).all()
     return pd.DataFrame(rows, columns=["run_id", "name", "value"])
 
@@ -162,7 +168,7 @@ def epoch_losses(store: Store, run_ids: list[int]) -> pd.DataFrame:
     in the order the model reported them (the first is the main loss)."""
     if not run_ids:
         return pd.DataFrame(columns=["run_id", "epoch"])
-    with store.engine.connect() as conn:
+    with read_connection(store) as conn:
         rows = conn.execute(
             select(Epoch.run_id, Epoch.epoch, Epoch.losses, Epoch.valid_score)
             .where(Epoch.run_id.in_(run_ids)).order_by(Epoch.run_id, Epoch.epoch)
@@ -183,7 +189,7 @@ def loss_history(store: Store, run_ids: list[int]) -> dict[int, list[dict[str, f
     out: dict[int, list[dict[str, float]]] = {}
     if not run_ids:
         return out
-    with store.engine.connect() as conn:
+    with read_connection(store) as conn:
         for rid, losses in conn.execute(
             select(Epoch.run_id, Epoch.losses).where(Epoch.run_id.in_(run_ids)).order_by(Epoch.run_id, Epoch.epoch)
         ):

@@ -194,7 +194,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
             ids = [rid for rid in frame.run_ids(row.name) if rid in losses]
             small = negligible_terms({rid: losses[rid] for rid in ids}, negligible)
             for term, ratio in small.items():
-                row.flags.append(f"negligible {term} (<{negligible:.0%} of main loss, max {ratio:.2%})")
+                row.flags.append(f"negligible {term} (<{negligible * 100:g}% of main loss, max {ratio:.2%})")
 
     base_row = next((r for r in rows if r.name == baseline and r.n), None)
     if base_row is not None:
