@@ -104,12 +104,14 @@ def show_cmd(
     base, why = baseline_of(store, run)
     if base is not None:
         diff = config_diff(run.config, base.config)
-        t = Table(title=f"config vs {why}")
+        t = Table()
         for c in ("key", "this run", "baseline"):
             t.add_column(c)
         for k, va, vb in diff:
             t.add_row(k, str(va), str(vb))
-        con.print(t if diff else f"config: identical to {why}")
+        con.print(f"config vs {why}:" if diff else f"config: identical to {why}", highlight=False)
+        if diff:
+            con.print(t)
 
     if run.metrics:
         vals = {}

@@ -36,6 +36,10 @@ def _age(t: datetime | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+
+
 def running_runs(store, run_ids: list[int] | None) -> list[dict]:
     """Running rows (one query), as dicts of the Run columns the status view shows."""
     from sqlalchemy import select
@@ -71,12 +75,11 @@ def status_cmd(
             exp_ids = store.experiment_run_ids(store.experiment(name).id)
             counts = store.counts(exp_ids)
             ids.extend(exp_ids)
-            con.print(f"{name}: {len(exp_ids)} runs, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+            typer.echo(f"{name}: {len(exp_ids)} runs, " + _counts(counts))
     else:
         ids = None
         counts = store.counts()
-        con.print(f"{store.db}: {sum(counts.values())} runs, " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"),
-                  highlight=False)
+        typer.echo(f"{store.db}: {sum(counts.values())} runs, " + _counts(counts))
     running = running_runs(store, ids)
     columns = RUNNING_COLUMNS
     if any(r["job_id"] for r in running):  # Slurm runs: the job id and the job's live state
