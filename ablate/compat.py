@@ -69,6 +69,29 @@ def _pandas_fillna() -> None:
     Dataset._fill_nan = _fill_nan
 
 
+def _faiss_cpu_fallback() -> None:
+    """NCL asks for ``faiss.Kmeans(..., gpu=True)``; with faiss-cpu (the only faiss on
+    PyPI) that fails. Where faiss sees no GPU, train k-means on the CPU instead."""
+    try:
+        import faiss
+    except ImportError:
+        return
+    if getattr(faiss.Kmeans, "_ablate_patched", False):
+        return
+    num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)
+    if hasattr(faiss, "StandardGpuResources") and num_gpus() > 0:
+        return
+
+    class Kmeans(faiss.Kmeans):
+        _ablate_patched = True
+
+        def __init__(self, d, k, **kwargs):
+            kwargs["gpu"] = False
+            super().__init__(d, k, **kwargs)
+
+    faiss.Kmeans = Kmeans
+
+
 def apply() -> None:
     """Apply every patch once. Safe to call many times and from any process."""
     global _applied
@@ -77,6 +100,7 @@ def apply() -> None:
     _numpy_aliases()
     _dok_update()
     _pandas_fillna()
+    _faiss_cpu_fallback()
     _applied = True
 
 

@@ -50,3 +50,13 @@ def test_apply_is_idempotent():
     compat.apply()
     compat.apply()
     assert np.float_ is np.float64
+
+
+def test_faiss_kmeans_asked_for_a_gpu_runs_on_the_cpu():
+    compat.apply()
+    import faiss
+
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype("float32")
+    km = faiss.Kmeans(d=8, k=4, gpu=True)  # what NCL's e_step asks for
+    km.train(x)
+    assert km.centroids.shape == (4, 8)
