@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.errors import UsageError
+from sqlalchemy.exc import DBAPIError
+
+from ablate.errors import StoreError, UsageError
 from ablate.executors.base import Executor
 from ablate.executors.local import Slot
 from ablate.store import Run, Status, Store
@@ -111,6 +113,8 @@ class Summary:
     finished: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     elsewhere: int = 0  # runs of this sweep running under another coordinator
+    retried: int = 0  # out-of-memory runs requeued with fewer runs sharing their GPU
+    lost: int = 0  # results dropped because the run had been requeued meanwhile
 
     @property
     def total(self) -> int:
@@ -145,12 +149,12 @@ class Sweep:
             return
         if kind == "started":
             self.in_flight[rid]["device"] = ev.get("device")
-            self.store.mark_started(rid, device=ev.get("device"), host=ev.get("host"), pid=ev.get("pid"),
+            self.store.mark_started(rid, owner=self.owner, device=ev.get("device"), host=ev.get("host"), pid=ev.get("pid"),
                                     log_path=ev.get("log_path"), executor=self.executor.name, git_commit=self.git)
         elif kind == "epoch":
-            self.store.add_epoch(rid, ev["epoch"], losses=ev.get("losses"), train_seconds=ev.get("train_seconds"))
+            self.store.add_epoch(rid, ev["epoch"], losses=ev.get("losses"), train_seconds=ev.get("train_seconds"), owner=self.owner)
         elif kind == "valid":
-            self.store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"))
+            self.store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"), owner=self.owner)
         elif kind == "finished":
             self._finish(rid, ev)
         if self.view:
@@ -159,14 +163,19 @@ class Sweep:
     def _finish(self, rid: int, ev: dict) -> None:
         status = Status(ev["status"])
         fields = {k: ev[k] for k in ("epoch", "best_epoch", "wall_seconds", "versions", "peak_mem_mb") if ev.get(k) is not None}
-        self.store.finish(rid, status, metrics=ev.get("metrics"), error=ev.get("error"), owner=self.owner, **fields)
         info = self.in_flight.pop(rid)
-        self.summary.finished[status.value] = self.summary.finished.get(status.value, 0) + 1
+        if not self.store.finish(rid, status, metrics=ev.get("metrics"), error=ev.get("error"), owner=self.owner, **fields):
+            # This coordinator was taken for dead and the run requeued (possibly already
+            # rerun by another): its late result is dropped, never written over the new one.
+            self.summary.lost += 1
+            return
         if status is Status.OOM:
-            gpu = info["task"].get("gpu") if "gpu" in info["task"] else None
-            device = info.get("device") or ""
-            if self.executor.shrink(gpu if gpu is not None else device.removeprefix("cuda:")):
+            device = str(info.get("device") or "")
+            if device.startswith("cuda:") and self.executor.shrink(device.removeprefix("cuda:")):
                 self.store.requeue([rid], retry=True)  # again, with one run fewer on that GPU
+                self.summary.retried += 1
+                return
+        self.summary.finished[status.value] = self.summary.finished.get(status.value, 0) + 1
 
     def _check_timeouts(self) -> None:
         if not self.timeout:
@@ -193,6 +202,11 @@ class Sweep:
                     last_beat = time.monotonic()
                 if self.view:
                     self.view.refresh()
+        except DBAPIError as err:  # e.g. "database or disk is full": stop cleanly, lose nothing stored
+            self.executor.shutdown(kill=True)
+            first = str(err.orig).splitlines()[0] if err.orig is not None else type(err).__name__
+            raise StoreError(f"cannot write to the store {self.store.db}: {first} "
+                             f"({len(self.in_flight)} unfinished run(s) are requeued by the next ablate run)") from None
         except KeyboardInterrupt:
             self.summary.interrupted = True
             self.executor.shutdown(kill=True)

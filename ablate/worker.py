@@ -296,6 +296,7 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     _prepare_process(threads)
     conn.send({"type": "ready", "pid": os.getpid()})
     while True:
@@ -306,6 +307,38 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
         if task is None:
             return
         execute(task, conn.send, cache=cache)
+
+
+def _exit_with_parent(every: float = 1.0) -> None:
+    """End this worker as soon as its coordinator is gone (even by ``kill -9``).
+
+    Workers are daemonic, but that only helps when the coordinator exits normally; an
+    orphan would otherwise train on for hours and hold a GPU. Linux's PDEATHSIG kills us
+    at once; a thread watching the parent pid covers other systems. An orphan never
+    writes the store (only a coordinator does), so stopping it loses nothing.
+    """
+    import multiprocessing
+    import threading
+
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None else os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ablate-parent-watch", daemon=True).start()
 
 
 def run_task_standalone(task: dict, events_path: str | None = None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -89,6 +90,7 @@ def run_cmd(
     if pending == 0:
         return 0
     wd = workdir_for(store, workdir)
+    check_writable(wd)
     names = {r.id: r.name for r in store.runs(run_ids, with_children=False)}
     executor = LocalExecutor(slots, cache=warm, simulate=simulate)
     git = scheduler.git_commit(Path(spec_path).resolve().parent)
@@ -96,11 +98,27 @@ def run_cmd(
         summary = scheduler.Sweep(store, run_ids, executor, make_owner(), wd, timeout=timeout, view=view,
                                   git=git, keep_checkpoints=keep_checkpoints).run()
     parts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing"
-    console.print(f"finished: {parts}" + (f"; {summary.elsewhere} still running elsewhere" if summary.elsewhere else ""))
+    console.print(f"finished: {parts}" + (f"; {summary.elsewhere} still running elsewhere" if summary.elsewhere else "")
+                  + (f"; {summary.retried} retried after out-of-memory" if summary.retried else ""))
     if summary.interrupted:
         console.print("interrupted: unfinished runs are marked interrupted and run again next time")
         return 130
     return 0 if set(summary.finished) <= {"done"} else 1
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any run starts when run logs cannot be written (read-only, not a
+    folder, disk full), instead of every run failing one by one."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ablate-probe-") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UsageError(f"--workdir {folder}: cannot write run logs there ({err.strerror or err})") from None
 
 
 def Store_exists(db: str) -> bool:  # noqa: N802 - reads as a phrase at the call site

@@ -1,0 +1,15 @@
+"""Fixtures of the reliability tests (helpers live in reliability_helpers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reliability_helpers import two_rows
+
+
+@pytest.fixture
+def two_spec(tiny_spec: Path) -> Path:
+    """quick (1 epoch) then slow (4 epochs)."""
+    return two_rows(tiny_spec, slow_first=False)
