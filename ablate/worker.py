@@ -77,6 +77,31 @@ def _prepare_process(threads: int | None) -> None:
 
 
 @contextlib.contextmanager
+def _torch_globals():
+    """Put back the process-wide torch settings a run may change.
+
+    RecBole's ``init_seed`` flips cuDNN's ``benchmark``/``deterministic`` flags and a
+    model may change the thread count; a warm worker must start every run from the same
+    settings as a fresh process, or run N+1 depends on run N's config.
+    """
+    import torch
+
+    saved = (torch.get_num_threads(), torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.get_default_dtype(), torch.is_grad_enabled())
+    try:
+        yield
+    finally:
+        threads, bench, det, algos, dtype, grad = saved
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, det
+        if torch.are_deterministic_algorithms_enabled() != algos:
+            torch.use_deterministic_algorithms(algos)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+
+
+@contextlib.contextmanager
 def _run_logging(log_path: Path):
     """Send RecBole's root logger, warnings and the process's stdout/stderr to one file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +205,7 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
         return finished("failed", error=f"cannot create run folder {run_dir}: {err.strerror or err}")
 
     try:
-        with _run_logging(log_path):
+        with _run_logging(log_path), _torch_globals():
             return _train(task, emit, base, state, finished, cache)
     except KeyboardInterrupt:
         raise

@@ -1,0 +1,92 @@
+"""A warm worker (many runs in one process, dataset cached) gives exactly the numbers of
+a cold process per run: every per-epoch loss, every valid score and every metric.
+
+Order A, B, A: B differs from A in learning rate *and* depth (so in the model built and
+the optimiser), and A's second run would drift if anything from A or B leaked (RNG
+streams, sampler or dataloader generator state, the in-place shuffle of the cached
+dataset, the optimiser, logging handlers, thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).with_name("run_tasks.py")
+
+BASE = {
+    "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "embedding_size": 16,
+    "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
+    "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
+    "seed": 2020, "metric_decimal_place": 12,  # compare metrics at full precision, not RecBole's 4 places
+}
+A = {**BASE, "model": "LightGCN", "learning_rate": 0.001, "n_layers": 2}
+B = {**BASE, "model": "LightGCN", "learning_rate": 0.004, "n_layers": 3}
+
+
+def _task(run_id: int, config: dict, root: Path) -> dict:
+    return {"run_id": run_id, "model": config["model"], "config": config, "run_dir": str(root / "runs" / str(run_id))}
+
+
+def _run(tasks: list[dict], root: Path, name: str, *flags: str) -> dict:
+    src, dst = root / f"{name}.json", root / f"{name}.out.json"
+    src.write_text(json.dumps(tasks))
+    subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), *flags], check=True, cwd=root, timeout=900)
+    return json.loads(dst.read_text())
+
+
+def _numbers(events: list[dict]) -> list:
+    """Everything a run reports that depends on the computation (not on time or pid)."""
+    out = []
+    for e in events:
+        if e["type"] == "epoch":
+            out.append(("epoch", e["epoch"], e["losses"]))
+        elif e["type"] == "valid":
+            out.append(("valid", e["epoch"], e["valid_score"], e["valid"]))
+        elif e["type"] == "finished":
+            out.append(("finished", e["status"], e.get("error"), e["metrics"], e["epoch"], e["best_epoch"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warm")
+    warm = _run([_task(1, A, root), _task(2, B, root), _task(3, A, root)], root, "warm", "--threads=1")
+    cold_a = _run([_task(11, A, root)], root, "cold_a", "--no-cache", "--threads=1")
+    cold_b = _run([_task(12, B, root)], root, "cold_b", "--no-cache", "--threads=1")
+    return warm, cold_a, cold_b
+
+
+def test_warm_runs_equal_cold_runs_exactly(runs):
+    warm, cold_a, cold_b = runs
+    a1, b, a2 = (_numbers(evs) for evs in warm["runs"])
+    ca, cb = _numbers(cold_a["runs"][0]), _numbers(cold_b["runs"][0])
+    assert a1[-1][1] == "done" and b[-1][1] == "done", (a1[-1], b[-1])
+    assert len([x for x in a1 if x[0] == "epoch"]) == 2
+    assert a1 == ca
+    assert b == cb
+    assert a2 == ca
+    # A and B really differ, so equality above is not vacuous
+    assert a1[-1][3] != b[-1][3]
+    assert a1[0][2] != b[0][2]
+
+
+def test_no_global_state_leaks_between_runs(runs):
+    warm, _, _ = runs
+    for after in warm["after"]:
+        assert after == warm["before"]
+    assert warm["before"]["threads"] == 1
+
+
+def test_each_warm_run_writes_its_own_log(runs):
+    warm, _, _ = runs
+    logs = [next(e["log_path"] for e in evs if e["type"] == "started") for evs in warm["runs"]]
+    texts = [Path(p).read_text() for p in logs]
+    assert len(set(logs)) == 3
+    for i, text in enumerate(texts, 1):
+        assert f"ablate run {i} " in text
+        assert all(f"ablate run {j} " not in text for j in (1, 2, 3) if j != i)
