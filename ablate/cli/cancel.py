@@ -1,0 +1,30 @@
+"""``ablate cancel SPEC``: cancel a spec's Slurm jobs and mark their runs interrupted.
+
+The runs are requeued by the next ``ablate run`` like any interrupted run; finished runs
+and their results are untouched.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from ablate.cli._app import app
+from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg
+
+
+@app.command("cancel")
+def cancel_cmd(
+    spec_path: SpecArg,
+    db: DbOpt = DB_DEFAULT,
+    override: OverrideOpt = None,
+) -> int:
+    """Cancel the spec's running Slurm jobs (scancel); their runs become interrupted."""
+    from ablate.cli.collect import spec_run_ids
+    from ablate.executors.slurm import cancel_runs, collect_runs
+
+    store, name, run_ids = spec_run_ids(db, spec_path, override)
+    collect_runs(store, run_ids, include_live=True)  # keep what already finished
+    n, jobs = cancel_runs(store, run_ids)
+    Console().print(f"{name}: cancelled {len(jobs)} job(s), {n} run(s) marked interrupted"
+                    + (f" [{', '.join(jobs[:8])}{' …' if len(jobs) > 8 else ''}]" if jobs else ""), highlight=False)
+    return 0
