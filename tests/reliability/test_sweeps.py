@@ -1,0 +1,126 @@
+"""Duplicate sweeps, timeouts, out-of-memory back-off, unwritable run folders, and
+bit-for-bit reproducibility of a CPU run."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ablate import plan, spec as spec_mod
+from ablate.cli import app
+from ablate.executors.base import Executor
+from ablate.scheduler import Sweep
+from ablate.store import Store
+
+from reliability_helpers import ablate_proc, query, runs_by_name
+
+
+def test_two_coordinators_on_one_database_run_everything_exactly_once(tiny_spec, db, tmp_path):
+    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2, 3, 4]"))
+    first = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
+    second = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
+    outs = [p.communicate(timeout=300) for p in (first, second)]
+    for p, (out, err) in zip((first, second), outs):
+        assert p.returncode == 0, (out, err)
+        assert "locked" not in out + err and "Traceback" not in err, (out, err)
+    assert query(db, "SELECT status, attempts, count(*) FROM runs GROUP BY status, attempts") == [("done", 1, 4)]
+    assert query(db, "SELECT count(*) FROM metrics WHERE split = 'test'") == [(8,)]  # recall@10, ndcg@10 each
+    done_by = [sum(int(n) for n in re.findall(r"finished: (\d+) done", out)) for out, _ in outs]
+    assert sum(done_by) == 4, outs  # each run executed by exactly one coordinator
+    owners = {r[0].rsplit(":", 2)[1] for r in query(db, "SELECT owner FROM runs")}
+    assert owners <= {str(first.pid), str(second.pid)}
+
+
+def test_timeout_stops_the_run_and_records_it(tiny_spec, db):
+    t0 = time.monotonic()
+    res = CliRunner().invoke(app, ["run", str(tiny_spec), "--db", db, "--timeout", "4", "-o", "epochs=50"])
+    assert res.exit_code == 1, res.output
+    assert time.monotonic() - t0 < 60
+    [run] = runs_by_name(db).values()
+    assert run["status"] == "timeout" and run["error"] == "timed out after 4 s"
+    assert "finished: 1 timeout" in res.stdout
+
+
+def test_unwritable_workdir_fails_before_any_run(tiny_spec, db, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    res = CliRunner().invoke(app, ["run", str(tiny_spec), "--db", db, "--workdir", str(blocker / "runs")])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == [f"ablate: error: --workdir {blocker / 'runs'}: cannot write run logs there (Not a directory)"]
+    assert query(db, "SELECT status, attempts FROM runs") == [("pending", 0)]  # nothing started
+
+
+def test_cpu_run_repeats_exactly(tiny_spec, db):
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(tiny_spec), "--db", db]).exit_code == 0
+    first = query(db, "SELECT split, name, value FROM metrics ORDER BY split, name")
+    losses = query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch")
+    assert len(first) == 4 and all(v > 0 for *_, v in first)
+    res = runner.invoke(app, ["run", str(tiny_spec), "--db", db, "--force"])
+    assert res.exit_code == 0, res.output
+    assert query(db, "SELECT attempts FROM runs") == [(2,)]
+    assert query(db, "SELECT split, name, value FROM metrics ORDER BY split, name") == first  # exactly, not approx
+    assert query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch") == losses
+
+
+class OneGpuExecutor(Executor):
+    """Stands in for a GPU this machine does not have: two slots share "GPU 0", and a run
+    that starts while another is on the GPU runs out of memory (an honest fake: the
+    sweep loop, claims, OOM back-off and the store are the real code)."""
+
+    name = "fake-gpu"
+
+    def __init__(self):
+        self.slots = 2
+        self.running: list[dict] = []
+        self.events: list[dict] = []
+        self.log: list[tuple[int, int]] = []  # (run id, runs on the GPU when it started)
+
+    def capacity(self):
+        return self.slots - len(self.running)
+
+    def submit(self, task):
+        self.running.append(dict(task, crowded=len(self.running) > 0))
+        self.log.append((task["run_id"], len(self.running)))
+        self.events.append({"type": "started", "run_id": task["run_id"], "device": "cuda:0", "pid": 1})
+
+    def poll(self, timeout):
+        out, self.events = self.events, []
+        if not out and self.running:
+            task = self.running.pop(0)
+            crowded = task["crowded"]
+            out.append({"type": "finished", "run_id": task["run_id"], "status": "oom" if crowded else "done",
+                        "error": "CUDA out of memory" if crowded else None,
+                        "metrics": None if crowded else {"test": {"recall@10": 0.25}}})
+        return out
+
+    def cancel(self, run_id, status, error):
+        raise AssertionError("not used")
+
+    def shutdown(self, kill=False):
+        pass
+
+    def shrink(self, gpu):
+        if gpu != "0" or self.slots == 1:
+            return False
+        self.slots -= 1
+        return True
+
+
+def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(tiny_spec, db, tmp_path):
+    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2]"))
+    spec = spec_mod.load_spec(tiny_spec)
+    store = Store(db)
+    ids = store.experiment_run_ids(store.sync_experiment(spec, plan.expand(spec)))
+    executor = OneGpuExecutor()
+    summary = Sweep(store, ids, executor, "me", tmp_path).run()
+    # run 1 ran out of memory beside run 2, was requeued, and ran again alone on the GPU
+    assert executor.log == [(ids[0], 1), (ids[1], 2), (ids[1], 1)]
+    assert executor.slots == 1
+    assert (summary.finished, summary.retried) == ({"done": 2}, 1)
+    runs = {r.id: r for r in store.runs(ids)}
+    assert [(runs[i].status, runs[i].attempts) for i in ids] == [("done", 1), ("done", 2)]
+    assert runs[ids[1]].metric("test", "recall@10") == 0.25
