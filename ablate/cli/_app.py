@@ -23,6 +23,7 @@ from ablate.errors import AblateError
 
 
 def fail(message: str, code: int = 2) -> None:
+    message = " ".join(message.splitlines())  # one line, even for \r, \x1e, \u2028 in user text
     typer.echo(f"ablate: error: {message}", err=True)
     sys.exit(code)
 
