@@ -491,14 +491,30 @@ def parse_time(value: str) -> int:
     return minutes
 
 
+def check_options(time_limit: str, per_gpu: str, gpus_per_job: int, array_parallelism: int | None) -> None:
+    """Every ``ablate run --executor slurm`` option error, before the store is touched."""
+    parse_time(time_limit)
+    if per_gpu != "auto" and (not str(per_gpu).isdigit() or int(per_gpu) < 1):
+        raise UsageError(f"--per-gpu expects a number of runs per job and GPU, got {per_gpu!r}")
+    if gpus_per_job < 0:
+        raise UsageError("--gpus-per-job must be 0 or more")
+    if array_parallelism is not None and array_parallelism < 1:
+        raise UsageError("--array-parallelism must be at least 1")
+    cluster_from_env()
+
+
 def default_folder(workdir: Path) -> Path:
     return Path(workdir) / "slurm"
 
 
 def submit_pending(store, run_ids: list[int], executor: SlurmExecutor, workdir: Path,
-                   keep_checkpoints: bool = False) -> dict[int, str]:
-    """``--no-wait``: claim every pending run, submit them as one array, return job ids."""
+                   keep_checkpoints: bool = False) -> tuple[dict[int, str], list[str]]:
+    """``--no-wait``: claim every pending run and submit them as one array.
+
+    Returns ``{run id: job id}`` and the errors of submissions that Slurm refused (those
+    runs are recorded ``failed`` at once: no coordinator will collect them)."""
     from ablate.scheduler import make_task
+    from ablate.store import Status
 
     while True:
         run = store.claim(run_ids, executor.owner)
@@ -506,13 +522,10 @@ def submit_pending(store, run_ids: list[int], executor: SlurmExecutor, workdir: 
             break
         executor.submit(make_task(run, workdir, keep_checkpoints))
     executor.flush()
-    failed = [ev for ev in executor._pending if ev.get("type") == "finished"]
-    from ablate.store import Status
-
-    for ev in failed:  # sbatch refused: record it now, nobody will collect these
+    refused, executor._pending = executor._pending, []
+    for ev in refused:
         store.finish(ev["run_id"], Status(ev["status"]), error=ev.get("error"), owner=executor.owner)
-    executor._pending = []
-    return executor.job_ids()
+    return executor.job_ids(), sorted({ev.get("error", "") for ev in refused})
 
 
 def run_sweep(store, spec_path: Path, run_ids: list[int], names: dict[int, str], workdir: Path, console, *,
@@ -531,7 +544,9 @@ def run_sweep(store, spec_path: Path, run_ids: list[int], names: dict[int, str],
                              time_min=parse_time(time), array_parallelism=array_parallelism, store=store,
                              wait=not no_wait, git=git)
     if no_wait:
-        ids = submit_pending(store, run_ids, executor, workdir, keep_checkpoints)
+        ids, errors = submit_pending(store, run_ids, executor, workdir, keep_checkpoints)
+        for err in errors:
+            console.print(f"[red]not submitted:[/red] {err}", highlight=False)
         jobs = sorted(set(ids.values()), key=str)
         console.print(f"submitted {len(ids)} run(s) as {len(jobs)} job(s) [{_span(jobs)}] on {cluster}; "
                       f"files in {executor.folder}")
