@@ -58,8 +58,11 @@ def write_events(path: Path, events: list[dict], torn: str = "") -> None:
 
 
 def test_slurm_array_states_collect_cancel(spec, tmp_path, fake_slurm):
-    db = tmp_path / "s.db"
-    folder = tmp_path / "shared"
+    slurm_flow(spec, tmp_path / "s.db", tmp_path / "shared", fake_slurm)
+
+
+def slurm_flow(spec: Path, db, folder: Path, fake_slurm: Path) -> None:
+    """Submit, watch, collect (twice), resubmit, cancel: the Slurm life of a two-run spec."""
     res = cli("run", spec, "--db", db, "--executor", "slurm", "--partition", "gpu", "--gpus-per-job", "1",
               "--time", "1:30:00", "--array-parallelism", "3", "--slurm-folder", folder, "--no-wait")
     assert "submitted 2 run(s) as 2 job(s) [4242_0, 4242_1]" in res.output, res.output
