@@ -47,6 +47,13 @@ def run_cmd(
     workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
     warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs.")] = True,
+    executor_kind: Annotated[str, typer.Option("--executor", help="Where runs execute: local, or slurm (job arrays through submitit).")] = "local",
+    partition: Annotated[Optional[str], typer.Option(help="Slurm partition (--executor slurm).")] = None,
+    gpus_per_job: Annotated[int, typer.Option("--gpus-per-job", help="GPUs per Slurm job; --per-gpu runs share each (0: CPU jobs).")] = 1,
+    time_limit: Annotated[str, typer.Option("--time", help="Slurm time limit per job, [D-]HH:MM:SS.")] = "4:00:00",
+    array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", help="Slurm jobs of the array running at once.")] = None,
+    slurm_folder: Annotated[Optional[Path], typer.Option("--slurm-folder", help="Shared folder for job files and results (default: WORKDIR/slurm).")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
     from ablate import plan, spec as spec_mod
@@ -74,24 +81,36 @@ def run_cmd(
     from ablate.progress import SweepView
     from ablate.store import make_owner
 
+    if executor_kind not in ("local", "slurm"):
+        raise UsageError(f"--executor expects local or slurm, got {executor_kind!r}")
+    from ablate.executors import slurm
+
+    if executor_kind == "slurm":  # bad Slurm options fail before anything is stored
+        slurm.check_options(time_limit, per_gpu, gpus_per_job, array_parallelism)
     slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
     store = Store(db)
     spec_named = spec.model_copy(update={"name": plan.experiment_name(spec, overrides)})
     exp_id = store.sync_experiment(spec_named, runs)
     run_ids = store.experiment_run_ids(exp_id)
+    slurm.collect_runs(store, run_ids)  # earlier Slurm jobs' results; ended jobs' runs are requeued below
     store.requeue(run_ids, force=force, retry=True)
     counts = store.counts(run_ids)
     pending = counts.get("pending", 0)
     console.print(
         f"{spec_named.name}: {len(run_ids)} runs, {counts.get('done', 0)} done, {pending} to run"
         + (f", {counts.get('running', 0)} running elsewhere" if counts.get("running") else "")
-        + f" on {len(slots)} slot(s) \\[{', '.join(sorted({s.device for s in slots}))}]"
+        + (f" on {len(slots)} slot(s) \\[{', '.join(sorted({s.device for s in slots}))}]" if executor_kind == "local" else " on Slurm")
     )
     if pending == 0:
         return 0
     wd = workdir_for(store, workdir)
     check_writable(wd)
     names = {r.id: r.name for r in store.runs(run_ids, with_children=False)}
+    if executor_kind == "slurm":
+        return slurm.run_sweep(store, spec_path, run_ids, names, wd, console, partition=partition, gpus_per_job=gpus_per_job,
+                               per_gpu=1 if per_gpu == "auto" else int(per_gpu), time=time_limit,
+                               array_parallelism=array_parallelism, slurm_folder=slurm_folder, no_wait=no_wait,
+                               timeout=timeout, keep_checkpoints=keep_checkpoints, pending=pending)
     executor = LocalExecutor(slots, cache=warm, simulate=simulate)
     git = scheduler.git_commit(Path(spec_path).resolve().parent)
     with SweepView(pending, names, console) as view:
