@@ -206,6 +206,10 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
 
     try:
         with _run_logging(log_path), _torch_globals():
+            if task.get("threads"):  # the slot's share of the cores (it can change under --per-gpu auto)
+                import torch
+
+                torch.set_num_threads(int(task["threads"]))
             return _train(task, emit, base, state, finished, cache)
     except KeyboardInterrupt:
         raise
@@ -251,7 +255,7 @@ def _train(task, emit, base, state, finished, cache):
             model.load_state_dict(saved["state_dict"])
             model.load_other_parameter(saved.get("other_parameter"))
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if config["device"].type == "cuda" else None
+        peak = _peak_mb(config["device"])
         if not task.get("keep_checkpoints"):
             ckpt.unlink(missing_ok=True)
         return finished("done", metrics={"valid": _as_floats(best_valid), "test": _as_floats(test)},
@@ -273,6 +277,16 @@ def _train(task, emit, base, state, finished, cache):
             torch.cuda.empty_cache()
 
 
+def _peak_mb(device) -> float | None:
+    """GPU memory this run holds at its peak: the caching allocator's reservation, which is
+    what other processes on the GPU cannot use (``--per-gpu auto`` packs by it)."""
+    import torch
+
+    if getattr(device, "type", None) != "cuda":
+        return None
+    return torch.cuda.max_memory_reserved(device) / 2**20
+
+
 def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch."""
@@ -288,7 +302,8 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
         losses = {n: float(v) / n_batches for n, v in zip(names, terms)}
         if any(not math.isfinite(v) for v in losses.values()):
             raise NanLoss(epoch_idx)
-        emit({**base, "type": "epoch", "epoch": epoch_idx, "losses": losses, "train_seconds": time.time() - t})
+        emit({**base, "type": "epoch", "epoch": epoch_idx, "losses": losses, "train_seconds": time.time() - t,
+              "peak_mem_mb": _peak_mb(getattr(model, "device", None)), "threads": torch_threads()})
         return total
 
     def _valid_epoch(data, *args, **kwargs):
@@ -304,6 +319,12 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
             raise NanLoss(state["epoch"] if state["epoch"] is not None else 0)
 
     trainer._train_epoch, trainer._valid_epoch, trainer._check_nan = _train_epoch, _valid_epoch, _check_nan
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def torch_isfinite(loss) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from ablate.executors.base import Executor
+from ablate.executors.packing import AutoPack
 
 
 @dataclass
@@ -46,10 +47,16 @@ def _signal_name(code: int | None) -> str:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, slots: list[Slot], cache: bool = True, simulate: bool = False):
+    def __init__(self, slots: list[Slot], cache: bool = True, simulate: bool = False, auto: AutoPack | None = None):
         self.slots = slots
         self.cache = cache
         self.simulate = simulate  # GPU ids are labels only; work runs on the CPU (tests)
+        self.auto = auto  # --per-gpu auto: grow each GPU's slots as runs report their memory
+        # CPU threads per GPU, split between however many slots that GPU ends up with
+        self._thread_budget: dict = {}
+        for s in slots:
+            if s.gpu is not None:
+                self._thread_budget[s.gpu] = self._thread_budget.get(s.gpu, 0) + (s.threads or 1)
         self._ctx = mp.get_context("spawn")
         self._pending: list[dict] = []
 
@@ -80,7 +87,7 @@ class LocalExecutor(Executor):
         slot = next(s for s in self.slots if s.enabled and s.run_id is None)
         if not self._alive(slot):
             self._start(slot)
-        task = dict(task, gpu=None if self.simulate else slot.gpu, device_label=slot.device)
+        task = dict(task, gpu=None if self.simulate else slot.gpu, device_label=slot.device, threads=slot.threads)
         slot.run_id = task["run_id"]
         slot.conn.send(task)
 
@@ -114,6 +121,8 @@ class LocalExecutor(Executor):
                     ev["device"] = slot.device
                 if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
                     slot.run_id = None
+                if self.auto is not None and ev.get("peak_mem_mb") is not None and slot.gpu is not None:
+                    self.observe_peak(slot.gpu, ev["peak_mem_mb"])
                 out.append(ev)
         except (EOFError, OSError):
             pass
@@ -148,7 +157,31 @@ class LocalExecutor(Executor):
             return False
         idle = [s for s in same if s.run_id is None] or same
         idle[-1].enabled = False
+        if self.auto is not None:
+            self.auto.ceiling[str(gpu)] = len(same) - 1  # measured too optimistic: never grow back
         return True
+
+    # -------------------------------------------------------------- --per-gpu auto
+
+    def observe_peak(self, gpu, peak_mb: float) -> int:
+        """Record a run's GPU memory and add slots on that GPU while they fit; returns
+        how many slots the GPU now has. New slots start their worker on first use."""
+        self.auto.observe(str(gpu), peak_mb)
+        return self.grow(gpu)
+
+    def grow(self, gpu) -> int:
+        same = [s for s in self.slots if s.gpu == gpu and s.enabled]
+        want = self.auto.want(str(gpu))
+        if same and want > len(same):
+            template = same[0]
+            self.slots.extend(Slot(gpu=template.gpu, threads=template.threads, label=template.label)
+                              for _ in range(want - len(same)))
+            threads = max(1, self._thread_budget.get(gpu, 1) // want)
+            for s in self.slots:
+                if s.gpu == gpu:
+                    s.threads = threads  # sent with each task; the worker applies it per run
+            return want
+        return len(same)
 
     def shutdown(self, kill: bool = False) -> None:
         for slot in self.slots:
