@@ -111,7 +111,15 @@ def run_cmd(
                                per_gpu=1 if per_gpu == "auto" else int(per_gpu), time=time_limit,
                                array_parallelism=array_parallelism, slurm_folder=slurm_folder, no_wait=no_wait,
                                timeout=timeout, keep_checkpoints=keep_checkpoints, pending=pending)
-    executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+    auto = None
+    if per_gpu == "auto" and any(s.gpu is not None for s in slots):
+        from ablate.executors import packing
+
+        auto = packing.AutoPack(packing.gpu_memory_mb(), hint_mb=packing.stored_peak_mb(store, run_ids))
+    executor = LocalExecutor(slots, cache=warm, simulate=simulate, auto=auto)
+    if auto is not None:
+        for g in sorted({s.gpu for s in slots}, key=str):
+            executor.grow(g)  # past runs of the same model and dataset already say how many fit
     git = scheduler.git_commit(Path(spec_path).resolve().parent)
     with SweepView(pending, names, console) as view:
         summary = scheduler.Sweep(store, run_ids, executor, make_owner(), wd, timeout=timeout, view=view,
