@@ -15,6 +15,7 @@ ECCV 2022, https://arxiv.org/abs/2207.11996); POT (``ot.sinkhorn``, ``ot.emd2``,
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -251,6 +252,7 @@ class CudaGraphed:
         self.enabled = enabled
         self.max_graphs = max_graphs
         self._graphs: dict = {}
+        self.error: str | None = None  # why capture was given up, if it was
 
     def __call__(self, *args: Tensor | None):
         tensors = [a for a in args if a is not None]
@@ -263,8 +265,10 @@ class CudaGraphed:
                 return self.fn(*args)
             try:
                 entry = self._capture(args)
-            except Exception:  # capture is an optimisation; never fail a run over it
+            except Exception as exc:  # capture is an optimisation; never fail a run over it
                 self.enabled = False
+                self.error = repr(exc)
+                warnings.warn(f"CUDA graph capture of the OT solver failed, running eagerly: {exc!r}")
                 return self.fn(*args)
             self._graphs[key] = entry
         graph, static_in, static_out = entry
@@ -283,6 +287,6 @@ class CudaGraphed:
                 self.fn(*static_in)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(*static_in)
         return graph, static_in, static_out
