@@ -46,7 +46,7 @@ def plot_cmd(
         if not x:
             raise UsageError("--x is required (or use --curves ID...)")
         names = frame_mod.resolve_targets(store, targets, parse_overrides(override))
-        data = frame_mod.load(store, names, split)
+        data = frame_mod.load(store, names, split, with_config=True)
         points = plot_mod.sweep_points(data, x, y, hue)
         path = plot_mod.plot_sweep(points, x, y.lower(), out, title=", ".join(names))
     typer.echo(f"wrote {path}")

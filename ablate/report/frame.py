@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import null, select
 
 from ablate.errors import UsageError
 from ablate.store import Epoch, Experiment, Member, Metric, Run, Status, Store
@@ -48,14 +48,29 @@ class ExperimentFrame:
         self.mean = grouped.mean().reindex(self.rows)
         self.std = grouped.std(ddof=1).reindex(self.rows)
         self.n = grouped.size().reindex(self.rows).fillna(0).astype(int)
+        # Per-row lookups computed once (a per-row filter would be quadratic in runs).
+        self._status: dict[str, dict[str, int]] = {}
+        self._ids: dict[str, list[int]] = {}
+        if not self.runs.empty:
+            for (row, status), count in self.runs.groupby(["row", "status"], sort=False).size().items():
+                self._status.setdefault(row, {})[status] = int(count)
+            for row, rid in zip(self.runs["row"], self.runs["run_id"]):  # rows are unique per (row, run)
+                self._ids.setdefault(row, []).append(int(rid))
 
     def row_status(self, row: str) -> dict[str, int]:
         """Counts of run statuses in a row, e.g. ``{"done": 2, "running": 1}``."""
-        return self.runs.loc[self.runs["row"] == row, "status"].value_counts().to_dict()
+        return dict(self._status.get(row, {}))
 
     def run_ids(self, row: str | None = None) -> list[int]:
-        df = self.runs if row is None else self.runs[self.runs["row"] == row]
-        return [int(x) for x in df["run_id"].unique()]
+        if row is not None:
+            return list(self._ids.get(row, []))
+        return [int(x) for x in self.runs["run_id"].unique()]
+
+    def per_seed(self, metric: str) -> pd.DataFrame:
+        """One metric as a rows x seeds matrix (NaN where a seed is missing)."""
+        if metric not in self.values.columns:
+            return pd.DataFrame()
+        return self.values[metric].unstack("seed")
 
 
 def read_connection(store: Store):
@@ -102,16 +117,18 @@ def resolve_targets(store: Store, targets: list[str] | None, overrides: dict | N
     return names
 
 
-def _member_runs(store: Store, names: list[str]) -> pd.DataFrame:
+def _member_runs(store: Store, names: list[str], with_config: bool = False) -> pd.DataFrame:
+    config = Run.config if with_config else null()
+    point = Member.point if with_config else null()
     q = (
-        select(Member.run_id, Member.row, Member.variant, Member.role, Member.position, Member.point,
-               Experiment.name.label("experiment"), Run.seed, Run.status, Run.model, Run.key, Run.config)
+        select(Member.run_id, Member.row, Member.variant, Member.role, Member.position, point.label("point"),
+               Experiment.name.label("experiment"), Run.seed, Run.status, Run.model, Run.key, config.label("config"))
         .join(Experiment, Experiment.id == Member.experiment_id)
         .join(Run, Run.id == Member.run_id)
         .where(Experiment.name.in_(names))
     )
     with read_connection(store) as conn:
-        rows = conn.execute(q).all()
+        rows = [tuple(r) for r in conn.execute(q)]  # plain tuples: pandas probes Row objects slowly
     cols = ["run_id", "row", "variant", "role", "position", "point", "experiment", "seed", "status", "model", "key", "config"]
     df = pd.DataFrame(rows, columns=cols)
     order = {n: i for i, n in enumerate(names)}
@@ -131,15 +148,16 @@ def _metric_values(store: Store, names: list[str], split: str) -> pd.DataFrame:
         .where(Metric.split == split)
     )
     with read_connection(store) as conn:
-        rows = conn.execute(q).all()
+        rows = [tuple(r) for r in conn.execute(q)]
     return pd.DataFrame(rows, columns=["run_id", "name", "value"])
 
 
-def load(store: Store, names: list[str], split: str = "test") -> ExperimentFrame:
-    """Read the named experiments (in that order) with metrics of ``split``."""
+def load(store: Store, names: list[str], split: str = "test", with_config: bool = False) -> ExperimentFrame:
+    """Read the named experiments (in that order) with metrics of ``split``; each run's
+    grid point and full config only when asked (plots), as JSON decoding is the costly part."""
     if split not in ("test", "valid"):
         raise UsageError(f"--split must be test or valid, got {split!r}")
-    runs = _member_runs(store, names)
+    runs = _member_runs(store, names, with_config)
     order: list[str] = []
     role: dict[str, str] = {}
     if not runs.empty:

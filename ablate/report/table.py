@@ -159,7 +159,12 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         raise UsageError(f"--sort {sort!r} is not one of the shown metrics ({', '.join(metrics)})")
 
     base_n = int(frame.n.get(baseline, 0)) if baseline else 0
-    base_vals = frame.values.xs(baseline, level="row") if base_n else None
+    pvalues: dict[str, dict[str, float | None]] = {}
+    if base_n >= 2:
+        multi = [r for r in frame.rows if frame.n.get(r, 0) >= 2]
+        pvalues = {m: stats.paired_many(frame.per_seed(m), baseline, multi) for m in metrics if m in have}
+    means = frame.mean.to_dict("index")  # plain dicts: .at per cell is slow for thousands of rows
+    stds = frame.std.to_dict("index")
     rows: list[Row] = []
     for name in frame.rows:
         n = int(frame.n.get(name, 0))
@@ -170,15 +175,14 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
             row.status = _status_text(counts)
             row.cells = {m: Cell(status=row.status) for m in metrics}
         else:
-            vals = frame.values.xs(name, level="row")
             for m in metrics:
-                mean = frame.mean.at[name, m] if m in frame.mean.columns else float("nan")
-                std = frame.std.at[name, m] if m in frame.std.columns else float("nan")
+                mean = means.get(name, {}).get(m, float("nan"))
+                std = stds.get(name, {}).get(m, float("nan"))
                 cell = Cell(mean=None if pd.isna(mean) else float(mean), std=None if pd.isna(std) else float(std), n=n)
                 if cell.mean is None:
                     cell.status = "n/a"
-                if name != baseline and base_vals is not None and n >= 2 and base_n >= 2 and m in vals.columns:
-                    cell.p = stats.paired_p(vals[m], base_vals[m])
+                if name != baseline and name in pvalues.get(m, {}):
+                    cell.p = pvalues[m][name]
                     cell.sig = stats.mark(cell.p)
                 row.cells[m] = cell
             pending = {s: c for s, c in counts.items() if s != "done"}
@@ -393,6 +397,7 @@ def to_latex(table: Table) -> str:
 def to_frame(table: Table) -> pd.DataFrame:
     """The table as data (full precision, no marks): one line per row, summary left out."""
     records = []
+    with_delta = {m for m in table.metrics for r in table.rows if r.kind != "summary" and r.cells[m].delta is not None}
     for row in table.rows:
         if row.kind == "summary":
             continue
@@ -402,7 +407,7 @@ def to_frame(table: Table) -> pd.DataFrame:
             rec[m] = c.mean
             rec[f"{m}_std"] = c.std
             rec[f"{m}_p"] = c.p
-            if any(r.cells[m].delta is not None for r in table.rows if r.kind != "summary"):
+            if m in with_delta:
                 rec[f"{m}_delta"] = c.delta
         rec["note"] = "; ".join(row.flags)
         records.append(rec)

@@ -65,7 +65,7 @@ def test_plot_sweep_and_curves(small, tmp_path):
     from ablate.report import frame, plot
     from ablate.store import Store
 
-    pts = plot.sweep_points(frame.load(Store(str(small)), ["exp"]), "k2", "recall@20", "variant")
+    pts = plot.sweep_points(frame.load(Store(str(small)), ["exp"], with_config=True), "k2", "recall@20", "variant")
     got = {(r.hue, r.x): (round(r.mean, 6), r.n) for r in pts.itertuples()}
     assert got[("ot_10k2", 10)] == (0.21015, 2) and got[("ot_50k2", 50)] == (0.25015, 2)
     png = tmp_path / "k2.png"
