@@ -102,13 +102,18 @@ def _variant_chain(spec: ExperimentSpec, name: str) -> list[VariantSpec]:
     return chain[::-1]  # root first
 
 
-def _merged(chain: list[VariantSpec]) -> tuple[str | None, dict, dict, list, str | None]:
-    model, params, grid, zips, template = None, {}, {}, [], None
+def _merged(chain: list[VariantSpec]) -> tuple[str | None, dict, dict | None, list | None, str | None]:
+    """Fold a chain of ``extends`` (root first). Params accumulate; a declared ``grid`` or
+    ``zip`` *replaces* what came before (``zip: []`` clears it), and ``None`` means "not
+    declared anywhere in the chain: use the spec's top-level one"."""
+    model, params, grid, zips, template = None, {}, None, None, None
     for v in chain:
         model = v.model or model
         params.update(v.params)
-        grid.update(v.grid)
-        zips.extend(v.zip)
+        if "grid" in v.model_fields_set:
+            grid = dict(v.grid)
+        if "zip" in v.model_fields_set:
+            zips = list(v.zip)
         template = v.run_name or template
     return model, params, grid, zips, template
 
@@ -213,9 +218,10 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
         model, params, grid, zips, template = _merged(_variant_chain(spec, row_name))
         ctx = f"{role}s.{row_name}."
         if role == "variant":
-            grid = {**spec.grid, **grid}
-            zips = [*spec.zip, *zips]
+            grid = spec.grid if grid is None else grid
+            zips = spec.zip if zips is None else zips
             template = template or spec.run_name
+        grid, zips = grid or {}, zips or []
         if not model:
             raise SpecError(where, f"{ctx[:-1]}: no model (set `model:` or `extends:` a row that has one)")
         if not catalog.exists(model):

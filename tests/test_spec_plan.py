@@ -144,3 +144,22 @@ def test_errors_name_the_line_of_the_mistake():
     with pytest.raises(SpecError) as err:
         parse_spec(text, "bad.yaml")
     assert str(err.value).startswith("bad.yaml:6:")
+
+
+def test_a_variant_grid_or_zip_replaces_the_top_level_one_and_is_inherited():
+    s = spec(BASE + textwrap.dedent("""\
+        variants:
+          default: {model: LightGCN}
+          pinned: {model: LightGCN, params: {n_layers: 1, reg_weight: 0.5}, grid: {learning_rate: [0.1, 0.2]}, zip: []}
+          child: {extends: pinned}
+        grid: {n_layers: [2, 3]}
+        zip: [{reg_weight: [0.01, 0.02]}]
+    """))
+    runs = plan.expand(s)
+    by = {}
+    for r in runs:
+        by.setdefault(r.variant, []).append((r.config["n_layers"], r.config["reg_weight"], r.config.get("learning_rate")))
+    assert len(by["default"]) == 4
+    assert sorted(by["pinned"]) == [(1, 0.5, 0.1), (1, 0.5, 0.2)]
+    assert by["child"] == by["pinned"]
+    assert plan.duplicates(runs) != []  # child resolves to pinned's configs, and we say so
