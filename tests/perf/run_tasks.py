@@ -46,6 +46,7 @@ def main() -> None:
         worker.execute(task, events.append, cache=cache)
         out["runs"].append(events)
         out["after"].append(global_state())
+    out["adj_stats"] = dict(worker.ADJ_STATS)
     with open(sys.argv[2], "w") as f:
         json.dump(out, f)
 

@@ -62,6 +62,7 @@ def runs(tmp_path_factory):
 
 
 def test_warm_runs_equal_cold_runs_exactly(runs):
+    """Dataset cache (deep copy) and adjacency cache on, vs both off in fresh processes."""
     warm, cold_a, cold_b = runs
     a1, b, a2 = (_numbers(evs) for evs in warm["runs"])
     ca, cb = _numbers(cold_a["runs"][0]), _numbers(cold_b["runs"][0])
@@ -70,6 +71,9 @@ def test_warm_runs_equal_cold_runs_exactly(runs):
     assert a1 == ca
     assert b == cb
     assert a2 == ca
+    # the cached normalised adjacency was really reused (B and the second A), not rebuilt
+    assert warm["adj_stats"] == {"hits": 2, "misses": 1}
+    assert cold_a["adj_stats"] == {"hits": 0, "misses": 0}
     # A and B really differ, so equality above is not vacuous
     assert a1[-1][3] != b[-1][3]
     assert a1[0][2] != b[0][2]
