@@ -180,5 +180,7 @@ def _slots(gpus: str | None, per_gpu: str, jobs: int | None, cpu: bool):
         if wanted:
             raise UsageError(f"--gpus {gpus}: no GPU is visible here (use --jobs N for CPU runs)")
         wanted = []
+        if jobs is None:  # one single-threaded run per core beat one run on all cores (bench/sweep.py, 2 cores)
+            jobs = max(1, min(os.cpu_count() or 1, 4))
     slots = scheduler.make_slots(wanted, n_per_gpu, jobs, available, simulate=simulate)
     return slots, simulate
