@@ -40,13 +40,13 @@ def recbole_models() -> dict[str, str]:
 
 
 @lru_cache(maxsize=1)
-def custom_models() -> dict[str, type]:
-    """Models from this project's ``models`` package (imports torch, hence cached)."""
+def custom_models() -> tuple[str, ...]:
+    """Names of this project's ``models`` package; listing them imports no torch."""
     try:
         import models
     except ImportError:  # models/ not installed: only RecBole's own models exist
-        return {}
-    return dict(getattr(models, "MODELS", {}))
+        return ()
+    return tuple(getattr(models, "NAMES", ()))
 
 
 def model_names() -> list[str]:
@@ -111,7 +111,9 @@ def known_params(model: str) -> frozenset[str]:
 def resolve_class(name: str):
     """The model class (imports torch/RecBole: worker side only)."""
     if is_custom(name):
-        return custom_models()[name]
+        import models
+
+        return models.get_model(name)
     from recbole.utils import get_model
 
     return get_model(name)

@@ -36,6 +36,8 @@ def visible_gpus() -> list[str]:
     given *physical* ids: with CUDA_VISIBLE_DEVICES=2,3, logical GPU 0 is physical 2.
     """
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not _nvidia_driver_present():
+        return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
     try:
         import torch
 
@@ -46,6 +48,13 @@ def visible_gpus() -> list[str]:
         ids = [x.strip() for x in env.split(",") if x.strip()]
         return ids[:count]
     return [str(i) for i in range(count)]
+
+
+def _nvidia_driver_present() -> bool:
+    """Cheap check before asking torch: the driver's proc entry or nvidia-smi exists."""
+    import shutil
+
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 def make_slots(gpus: list[str] | None, per_gpu: int, jobs: int | None, available: list[str],

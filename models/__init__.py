@@ -3,38 +3,48 @@
 ``MODELS`` maps a model name to its RecBole ``GeneralRecommender`` subclass;
 ``default_config_file(name)`` gives the YAML with every key that model reads. The
 package knows nothing of ablate: callers apply ``ablate.compat`` before building
-RecBole objects. Importing it imports RecBole's model base classes, not PyG (the GAT
-generator imports torch_geometric lazily).
+RecBole objects. Importing the package is cheap (no torch, no RecBole): the classes are
+imported on first access; the GAT generator imports torch_geometric lazily.
 """
 
 from __future__ import annotations
 
 import os
 
-from .lightgcn_base import LightGCNBase
-from .lightgcn_ot import LightGCNOT
-from .simgcl import SimGCL
-from .xsimgcl import XSimGCL
-
-__all__ = ["MODELS", "LightGCNBase", "LightGCNOT", "SimGCL", "XSimGCL", "default_config_file", "get_model"]
+__all__ = ["MODELS", "NAMES", "LightGCNBase", "LightGCNOT", "SimGCL", "XSimGCL", "default_config_file", "get_model"]
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
-MODELS: dict[str, type] = {
-    "LightGCNOT": LightGCNOT,
-    "SimGCL": SimGCL,
-    "XSimGCL": XSimGCL,
+# name -> module holding the class. Kept as text so that listing the models and reading
+# their defaults (what a planner validating a spec needs) imports neither torch nor RecBole.
+_WHERE = {
+    "LightGCNBase": "lightgcn_base",
+    "LightGCNOT": "lightgcn_ot",
+    "SimGCL": "simgcl",
+    "XSimGCL": "xsimgcl",
 }
+NAMES: tuple[str, ...] = ("LightGCNOT", "SimGCL", "XSimGCL")
+
+
+def __getattr__(attr: str):
+    """Import model classes (and ``MODELS``) on first use."""
+    if attr in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[attr]}", __name__), attr)
+    if attr == "MODELS":
+        return {name: __getattr__(name) for name in NAMES}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def get_model(name: str) -> type | None:
     """The model class registered under ``name`` (case-sensitive, as RecBole), or None."""
-    return MODELS.get(name)
+    return __getattr__(name) if name in NAMES else None
 
 
 def default_config_file(name: str) -> str | None:
     """Absolute path of ``name``'s defaults YAML, or None when it is not ours."""
-    if name not in MODELS:
+    if name not in NAMES:
         return None
     path = os.path.join(_CONFIG_DIR, f"{name}.yaml")
     return path if os.path.isfile(path) else None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.cli._app import app
-from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
+from ablate.cli.options import DB_DEFAULT, DbOpt, parse_overrides
 from ablate.cli.table import open_store
 from ablate.errors import UsageError
 

@@ -76,10 +76,7 @@ def run_cmd(
         print_plan(runs, done, console)
         return 0
 
-    from ablate import scheduler
     from ablate.executors.local import LocalExecutor
-    from ablate.progress import SweepView
-    from ablate.store import make_owner
 
     if executor_kind not in ("local", "slurm"):
         raise UsageError(f"--executor expects local or slurm, got {executor_kind!r}")
@@ -88,6 +85,28 @@ def run_cmd(
     if executor_kind == "slurm":  # bad Slurm options fail before anything is stored
         slurm.check_options(time_limit, per_gpu, gpus_per_job, array_parallelism)
     slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
+    executor = None
+    if executor_kind == "local":
+        executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+        executor.prestart(min(len(slots), len(runs)))
+    try:
+        return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
+                      force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
+                      gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,
+                      slurm_folder=slurm_folder, no_wait=no_wait)
+    finally:
+        if executor is not None:
+            executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
+
+
+def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, *, per_gpu, force, timeout,
+           workdir, keep_checkpoints, partition, gpus_per_job, time_limit, array_parallelism, slurm_folder, no_wait) -> int:
+    """Store the plan, then execute what is pending on the chosen executor."""
+    from ablate import plan, scheduler
+    from ablate.executors import slurm
+    from ablate.progress import SweepView
+    from ablate.store import Store, make_owner
+
     store = Store(db)
     spec_named = spec.model_copy(update={"name": plan.experiment_name(spec, overrides)})
     exp_id = store.sync_experiment(spec_named, runs)
@@ -116,7 +135,7 @@ def run_cmd(
         from ablate.executors import packing
 
         auto = packing.AutoPack(packing.gpu_memory_mb(), hint_mb=packing.stored_peak_mb(store, run_ids))
-    executor = LocalExecutor(slots, cache=warm, simulate=simulate, auto=auto)
+    executor.auto = auto
     if auto is not None:
         for g in sorted({s.gpu for s in slots}, key=str):
             executor.grow(g)  # past runs of the same model and dataset already say how many fit

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Optional
 
 import typer
 from rich.console import Console

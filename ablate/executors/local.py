@@ -72,6 +72,13 @@ class LocalExecutor(Executor):
         child.close()
         slot.process, slot.conn = proc, parent
 
+    def prestart(self, n: int) -> None:
+        """Start up to ``n`` workers now, so their torch/RecBole imports (seconds) overlap
+        with the coordinator's own start-up instead of following it."""
+        for slot in [s for s in self.slots if s.enabled][:max(0, n)]:
+            if not self._alive(slot):
+                self._start(slot)
+
     def _alive(self, slot: Slot) -> bool:
         return slot.process is not None and slot.process.is_alive()
 
