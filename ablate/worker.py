@@ -387,6 +387,8 @@ def torch_isfinite(loss) -> bool:
 
 def serve(conn, threads: int | None = None, cache: bool = True) -> None:
     """Main loop of a warm worker process: receive tasks, stream events, until ``None``.
+    With ``cache=False`` (``ablate run --no-warm``) the process ends after one run, so
+    every run gets a process of its own.
 
     SIGINT is ignored here: Ctrl-C is the coordinator's to handle, and it stops workers
     itself, so a run never half-writes a result because the terminal was interrupted.
@@ -405,6 +407,8 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
         if task is None:
             return
         execute(task, conn.send, cache=cache)
+        if not cache:
+            return  # --no-warm: one run per process, the executor starts a fresh one
 
 
 def _exit_with_parent(every: float = 1.0) -> None:

@@ -156,3 +156,14 @@ def test_gpus_requested_on_a_machine_without_one_is_a_clear_error(tmp_path):
     result = invoke("run", spec, "--db", tmp_path / "g.db", "--gpus", "0", env={"ABLATE_SIMULATE_GPUS": "0", "CUDA_VISIBLE_DEVICES": ""})
     assert result.exit_code == 2
     assert result.output.strip().startswith("ablate: error: --gpus 0: no GPU is visible here")
+
+
+def test_no_warm_gives_every_run_its_own_process(tmp_path):
+    spec = tmp_path / "w.yaml"
+    spec.write_text(TINY.replace("epochs: 2", "epochs: 1") + "variants:\n  v: {model: LightGCN}\ngrid: {n_layers: [1, 2]}\n")
+    db = tmp_path / "w.db"
+    result = invoke("run", spec, "--db", db, "--jobs", "1", "--no-warm")
+    assert result.exit_code == 0, result.output
+    pids = [p for (p,) in rows(db, "select pid from runs")]
+    assert len(pids) == 2 and len(set(pids)) == 2
+    assert dict(rows(db, "select name, status from runs")) == {"v_1n_layers": "done", "v_2n_layers": "done"}

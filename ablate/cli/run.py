@@ -46,7 +46,7 @@ def run_cmd(
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped (status timeout).")] = None,
     workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
-    warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs.")] = True,
+    warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs (--no-warm: a fresh process per run).")] = True,
     executor_kind: Annotated[str, typer.Option("--executor", help="Where runs execute: local, or slurm (job arrays through submitit).")] = "local",
     partition: Annotated[Optional[str], typer.Option(help="Slurm partition (--executor slurm).")] = None,
     gpus_per_job: Annotated[int, typer.Option("--gpus-per-job", help="GPUs per Slurm job; --per-gpu runs share each (0: CPU jobs).")] = 1,
