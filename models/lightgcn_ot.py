@@ -75,7 +75,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .lightgcn_base import LightGCNBase
+from .lightgcn_base import LightGCNBase, gather_rows
 from .ot import losses as L
 from .ot import sampling as S
 from .ot import solvers as O
@@ -281,20 +281,21 @@ class LightGCNOT(LightGCNBase):
         deg = (self.graph.indptr[1:] - self.graph.indptr[:-1]).to(x_all.dtype) + 1e-7
         w = deg[rows][owner].rsqrt() * deg[src].rsqrt()
         out = x_all.new_zeros(rows.numel(), x_all.shape[1])
-        return out.index_add_(0, owner, x_all[src] * w.unsqueeze(1))
+        return out.index_add_(0, owner, gather_rows(x_all, src) * w.unsqueeze(1))
 
     def _gat_rows(self, x_all, rows):
         """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
         owner, src = self._in_edges(rows)
         edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
-        out = self.gat((x_all[src], x_all[rows]), edge_index, size=(src.numel(), rows.numel()))
+        x = (gather_rows(x_all, src), gather_rows(x_all, rows))
+        out = self.gat(x, edge_index, size=(src.numel(), rows.numel()))
         return self.gat_act(out)
 
     def views(self, layers, nodes):
         """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors."""
         flat = nodes.reshape(-1)
         z1_all = self._layer_view(layers, self.z1_spec)
-        z1 = z1_all[flat]
+        z1 = gather_rows(z1_all, flat)
         spec = self.z2_spec
         if spec == "gat":
             src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input)
@@ -302,11 +303,11 @@ class LightGCNOT(LightGCNBase):
         elif spec == "next":
             z2 = self._rows_propagate(layers[-1], flat)
         elif spec == "last":
-            z2 = layers[-1][flat]
+            z2 = gather_rows(layers[-1], flat)
         elif spec == "simgcl":
-            z2 = self._layer_view(self._perturbed_layers(), self.z1_spec)[flat]
+            z2 = gather_rows(self._layer_view(self._perturbed_layers(), self.z1_spec), flat)
         else:
-            z2 = layers[spec][flat]
+            z2 = gather_rows(layers[spec], flat)
         b, k = nodes.shape
         return z1.view(b, k, -1), z2.view(b, k, -1)
 
@@ -368,9 +369,9 @@ class LightGCNOT(LightGCNBase):
         neg_ok = valid & valid[sigma] & (sigma != torch.arange(sigma.numel(), device=sigma.device))
         parts2 = [z2]
         if self.ot_negatives in ("both", "z1"):
-            parts2.append(z1[sigma])
+            parts2.append(gather_rows(z1, sigma))
         if self.ot_negatives in ("both", "z2"):
-            parts2.append(z2[sigma])
+            parts2.append(gather_rows(z2, sigma))
         n_pairs = len(parts2)
         x = z1.repeat(n_pairs, 1, 1)
         y = torch.cat(parts2, dim=0)
@@ -399,7 +400,7 @@ class LightGCNOT(LightGCNBase):
         for weight, d, t in terms:
             d = d.view(n_pairs, b)
             for grp in groups:
-                total = total + weight * self._pair_loss(d[:, grp], neg_ok[grp], t)
+                total = total + weight * self._pair_loss(d.index_select(1, grp), neg_ok[grp], t)
         return total
 
     def _pair_loss(self, d, neg_ok, t):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lightgcn_base import LightGCNBase
+from .lightgcn_base import LightGCNBase, gather_rows
 from .ot.losses import embedding_info_nce
 
 __all__ = ["SimGCL", "simgcl_noise"]
@@ -61,8 +61,8 @@ class SimGCL(LightGCNBase):
         item = torch.unique(interaction[self.ITEM_ID])
         (u1, i1), (u2, i2) = views_1, views_2
         return self.cl_rate * (
-            embedding_info_nce(u1[user], u2[user], self.temperature)
-            + embedding_info_nce(i1[item], i2[item], self.temperature)
+            embedding_info_nce(gather_rows(u1, user), gather_rows(u2, user), self.temperature)
+            + embedding_info_nce(gather_rows(i1, item), gather_rows(i2, item), self.temperature)
         )
 
     def calculate_loss(self, interaction):
