@@ -118,31 +118,43 @@ def _merged(chain: list[VariantSpec]) -> tuple[str | None, dict, dict | None, li
     return model, params, grid, zips, template
 
 
-def _resolve_paths(config: dict, base_dir: Path) -> None:
+def _resolve_paths(config: dict, base_dir: Path, where: str = "<spec>") -> None:
     for key in PATH_KEYS & config.keys():
         value = config[key]
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        if value is None:
+            continue
+        if not isinstance(value, str) or "\0" in value:
+            raise SpecError(where, f"{key} must be a folder path, got {type(value).__name__} {str(value)[:60]!r}")
+        if value and not Path(value).expanduser().is_absolute():
             config[key] = str((base_dir / value).resolve())
-        elif isinstance(value, str):
+        else:
             config[key] = str(Path(value).expanduser())
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a folder we can use
+        return False
+
+
 def _resolve_dataset(config: dict, where: str, check_files: bool) -> None:
-    dataset = config.get("dataset")
+    dataset, data_path = config.get("dataset"), config.get("data_path")
     if not dataset:
         raise SpecError(where, "base.dataset is required (e.g. dataset: ml-100k)")
+    if not isinstance(dataset, str) or "/" in dataset or "\0" in dataset:
+        raise SpecError(where, f"dataset must be a dataset name, got {type(dataset).__name__} {str(dataset)[:60]!r}")
     bundled = catalog.recbole_dir() / BUNDLED
-    data_path = config.get("data_path")
-    if data_path and (Path(data_path) / str(dataset)).is_dir():
+    if data_path and _is_dir(Path(data_path) / dataset):
         return
-    if (bundled / str(dataset)).is_dir():
+    if _is_dir(bundled / dataset):
         config["data_path"] = str(bundled)  # the copy shipped in the recbole wheel
         return
     if not check_files:
         return
     if not data_path:
         raise SpecError(where, f"base.data_path is required: dataset {dataset!r} is not bundled with RecBole")
-    raise SpecError(where, f"dataset folder not found: {Path(data_path) / str(dataset)}")
+    raise SpecError(where, f"dataset folder not found: {Path(data_path) / dataset}")
 
 
 def _expand_points(grid: dict[str, list], zips: list[dict[str, list]], where: str, ctx: str) -> list[dict]:
@@ -232,12 +244,12 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
             for seed in spec.seeds:
                 config = dict(catalog.model_defaults(model))
                 config.update(spec.base)
-                _resolve_paths(config, base_dir)
+                _resolve_paths(config, base_dir, where)
                 config.update(params)
                 config.update(point)
-                _resolve_paths(config, base_dir)
+                _resolve_paths(config, base_dir, where)
                 over = dict(overrides)
-                _resolve_paths(over, Path.cwd())
+                _resolve_paths(over, Path.cwd(), where)
                 config.update(over)
                 config.update(model=model, seed=seed)
                 _resolve_dataset(config, where, check_files)

@@ -17,8 +17,9 @@ def _slow_mid_training(db):
 
 
 def test_worker_kill9_marks_interrupted_sweep_goes_on_next_run_retries(tiny_spec, db, tmp_path):
+    # --jobs 1: the two runs must go one after the other (the CPU default is one run per core)
     spec = two_rows(tiny_spec, slow_first=True)  # the quick run then proves the sweep goes on
-    proc = ablate_proc("run", str(spec), "--db", db, cwd=tmp_path)
+    proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     slow = wait_for(lambda: _slow_mid_training(db), 180, "the slow run to train an epoch", proc)
     os.kill(slow["pid"], signal.SIGKILL)  # the worker, not the coordinator
     out, err = proc.communicate(timeout=180)
@@ -39,7 +40,7 @@ def test_worker_kill9_marks_interrupted_sweep_goes_on_next_run_retries(tiny_spec
 
 
 def test_coordinator_kill9_orphan_exits_stale_rows_requeued_nothing_twice(two_spec, db, tmp_path):
-    proc = ablate_proc("run", str(two_spec), "--db", db, cwd=tmp_path)
+    proc = ablate_proc("run", str(two_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     slow = wait_for(lambda: _slow_mid_training(db), 180, "the slow run to train an epoch", proc)
     quick_before = runs_by_name(db)["quick"]
     assert quick_before["status"] == "done"
