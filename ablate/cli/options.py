@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.store import default_url
 
 DbOpt = Annotated[
     str,
@@ -22,7 +21,9 @@ OverrideOpt = Annotated[
 
 
 def db_url(db: str | None) -> str:
-    return db or default_url()
+    import os
+
+    return db or os.environ.get("ABLATE_DB") or DB_DEFAULT
 
 
 def parse_overrides(items: list[str] | None) -> dict:

@@ -57,7 +57,6 @@ def run_cmd(
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
     from ablate import plan, spec as spec_mod
-    from ablate.store import Store
 
     overrides = parse_overrides(override)
     spec = spec_mod.load_spec(spec_path)
@@ -69,6 +68,8 @@ def run_cmd(
         console.print(f"[yellow]warning:[/yellow] rows {a!r} and {b!r} resolve to the same config; they share one run")
 
     if dry_run:
+        from ablate.store import Store
+
         done: set[str] = set()
         if Store_exists(db):
             store = Store(db, create=False)

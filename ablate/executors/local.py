@@ -191,6 +191,9 @@ class LocalExecutor(Executor):
         return len(same)
 
     def shutdown(self, kill: bool = False) -> None:
+        """Stop the workers. An idle worker holds nothing worth waiting for (every result
+        is already in the coordinator's hands), so after a short grace period for a clean
+        exit it is killed: tearing down torch took ~1.6 s per sweep otherwise."""
         for slot in self.slots:
             if slot.process is None:
                 continue
@@ -203,7 +206,8 @@ class LocalExecutor(Executor):
         for slot in self.slots:
             if slot.process is None:
                 continue
-            slot.process.join(timeout=10 if not kill else 5)
+            busy = slot.run_id is not None
+            slot.process.join(timeout=0.3 if not (kill or busy) else (10 if busy and not kill else 5))
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
