@@ -128,12 +128,26 @@ class LocalExecutor(Executor):
                     ev["device"] = slot.device
                 if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
                     slot.run_id = None
+                    if not self.cache:
+                        out.append(ev)
+                        self._retire(slot)  # --no-warm: this worker ends; never hand it a task
+                        return out
                 if self.auto is not None and ev.get("peak_mem_mb") is not None and slot.gpu is not None:
                     self.observe_peak(slot.gpu, ev["peak_mem_mb"])
                 out.append(ev)
         except (EOFError, OSError):
             pass
         return out
+
+    def _retire(self, slot: Slot) -> None:
+        """Wait for a one-run worker to exit on its own (it does right after its result)."""
+        slot.process.join(timeout=5)
+        if slot.process.is_alive():
+            slot.process.kill()
+            slot.process.join(timeout=5)
+        with _quiet():
+            slot.conn.close()
+        slot.process, slot.conn = None, None
 
     def _died(self, slot: Slot) -> list[dict]:
         slot.process.join(timeout=1)
