@@ -139,9 +139,10 @@ class LocalExecutor(Executor):
             pass
         return out
 
-    def _retire(self, slot: Slot) -> None:
-        """Wait for a one-run worker to exit on its own (it does right after its result)."""
-        slot.process.join(timeout=5)
+    def _retire(self, slot: Slot, grace: float = 5.0) -> None:
+        """Give a worker ``grace`` seconds to exit on its own, then kill it; free the slot.
+        A one-run (--no-warm) worker exits right after sending its result."""
+        slot.process.join(timeout=grace)
         if slot.process.is_alive():
             slot.process.kill()
             slot.process.join(timeout=5)
@@ -221,13 +222,7 @@ class LocalExecutor(Executor):
             if slot.process is None:
                 continue
             busy = slot.run_id is not None
-            slot.process.join(timeout=0.3 if not (kill or busy) else (10 if busy and not kill else 5))
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(timeout=5)
-            with _quiet():
-                slot.conn.close()
-            slot.process, slot.conn = None, None
+            self._retire(slot, grace=0.3 if not (kill or busy) else (10 if busy and not kill else 5))
 
 
 class _quiet:
