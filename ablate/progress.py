@@ -6,7 +6,6 @@ pipe or on CI it prints one line per finished run instead, so logs stay readable
 
 from __future__ import annotations
 
-import sys
 import time
 
 from rich.console import Console, Group
@@ -91,6 +90,3 @@ class SweepView:
         if self._live:
             self._live.update(self._render())
 
-
-def is_interactive() -> bool:
-    return sys.stdout.isatty()

@@ -18,7 +18,6 @@ Rules that keep results safe:
 from __future__ import annotations
 
 import enum
-import json
 import os
 import socket
 import time
@@ -607,6 +606,3 @@ def is_stale(run: Run, now: datetime | None = None) -> bool:
     age = ((now or utcnow()) - run.heartbeat_at).total_seconds()
     return age > STALE_AFTER if alive is None else False
 
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

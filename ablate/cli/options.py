@@ -20,11 +20,6 @@ OverrideOpt = Annotated[
 ]
 
 
-def db_url(db: str | None) -> str:
-    import os
-
-    return db or os.environ.get("ABLATE_DB") or DB_DEFAULT
-
 
 def parse_overrides(items: list[str] | None) -> dict:
     """``["epochs=1", "topk=[10,20]"]`` -> ``{"epochs": 1, "topk": [10, 20]}``."""

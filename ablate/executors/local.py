@@ -82,9 +82,6 @@ class LocalExecutor(Executor):
     def _alive(self, slot: Slot) -> bool:
         return slot.process is not None and slot.process.is_alive()
 
-    def worker_pids(self) -> list[int]:
-        return [s.process.pid for s in self.slots if self._alive(s)]
-
     # -------------------------------------------------------------- interface
 
     def capacity(self) -> int:

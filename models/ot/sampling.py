@@ -147,7 +147,6 @@ def _exclude(vals: Tensor, banned: Tensor) -> Tensor:
 def _two_hop_walks(csr: CSR, rows: Tensor, r: int, generator=None) -> Tensor:
     """``r`` two-step random walks per row (centre -> neighbour -> neighbour), -1 on dead ends."""
     b = rows.numel()
-    dev = rows.device
     mid = _step(csr, rows.unsqueeze(1).expand(b, r), generator)
     return _step(csr, mid, generator)
 
