@@ -203,6 +203,14 @@ class LightGCNOT(LightGCNBase):
             self.gat_act = {
                 "relu": torch.nn.ReLU(), "prelu": torch.nn.PReLU(), "elu": torch.nn.ELU(), "none": torch.nn.Identity()
             }[g["ot_gat_activation"]]
+        self._need_gw = self.ot_distance in ("both", "gwd")
+        self._n_pairs = 1 + {"both": 2, "z1": 1, "z2": 1}[self.ot_negatives]
+        mixes = {"both": (self.ot_mix, 1.0 - self.ot_mix), "wd": (1.0,), "gwd": (1.0,)}
+        self._mix = mixes[self.ot_distance]  # weight of each distance's loss, W first
+        # The draw replays from a CUDA graph unless it needs A^2 pairs found by a sort-join
+        # (a data-dependent size) or the centres have a data-dependent count.
+        graphable = not (self.subg1_adj == "A2" and self.a2 is None and self._need_gw)
+        self._draw_fn = O.CudaGraphed(self._draw, enabled=graphable)
         self._plans = O.CudaGraphed(
             functools.partial(
                 O.ot_plans, wd_beta=self.wd_beta, wd_iters=self.wd_iters,
@@ -252,6 +260,7 @@ class LightGCNOT(LightGCNBase):
         self.node_cluster = node_cluster
         self.cluster_csr = S.CSR(indptr, order, self.n_nodes)
         self._clusters_epoch = self._epoch
+        self._draw_fn.reset()  # the captured draw read the old cluster tensors
 
     def _ensure_clusters(self) -> None:
         need = self.sample_adj == "cluster" or (self.proto_weight > 0 and self._warm())
@@ -322,6 +331,7 @@ class LightGCNOT(LightGCNBase):
 
     # -- sampling ------------------------------------------------------------------
     def _centres(self, interaction):
+        """``[B]`` centre node ids, users first, then items (item ids offset by ``n_users``)."""
         dev = self.graph.indptr.device
         if self.centre_source == "batch":
             u = torch.unique(interaction[self.USER_ID])
@@ -331,7 +341,7 @@ class LightGCNOT(LightGCNBase):
         else:  # id 0 is RecBole's padding id
             u = torch.randint(1, max(self.n_users, 2), (self.n_user_centres,), device=dev)
             i = torch.randint(1, max(self.n_items, 2), (self.n_item_centres,), device=dev) + self.n_users
-        return u, i
+        return torch.cat([u, i])
 
     def sample(self, centres):
         return S.sample_subgraphs(
@@ -339,77 +349,147 @@ class LightGCNOT(LightGCNBase):
             clusters=self.cluster_csr, node_cluster=self.node_cluster,
         )
 
-    def _structure(self, nodes, x):
-        """GW structure cost :math:`C_s` of each subgraph ``[B, k, k]``."""
-        if self.subg1_adj == "xx":
-            return O.prune_cost(O.cost_matrix(x, x, self.ot_cost, self.ot_tau), self.ot_prune)
+    def _structure(self, nodes):
+        """GW structure cost :math:`C_s` ``[B, k, k]`` from an adjacency (``subg1_adj`` A or A2)."""
         if self.subg1_adj == "A":
             adj = S.subgraph_adjacency(nodes, self.edge_keys, self.n_nodes)
         elif self.a2 is not None:
             adj = S.subgraph_adjacency(nodes, self.a2_keys, self.n_nodes)
         else:
             adj = S.shared_neighbour_adjacency(nodes, self.graph)
-        adj = adj.to(x.dtype)
-        cost = torch.exp(-adj / self.ot_tau) if self.ot_cost == "exp" else 1.0 - adj  # GSC: exp(-adj/tau)
+        adj = adj.to(self.user_embedding.weight.dtype)
+        cost = torch.exp(adj / -self.ot_tau) if self.ot_cost == "exp" else 1.0 - adj  # GSC: exp(-adj/tau)
         return O.prune_cost(cost, self.ot_prune)
 
-    # -- the OT term ---------------------------------------------------------------
-    def ot_term(self, layers, interaction) -> torch.Tensor:
-        cu, ci = self._centres(interaction)
-        centres = torch.cat([cu, ci])
+    def _draw(self, centres):
+        """Everything random and non-differentiable of one batch's OT term, from its centres.
+
+        Returns ``(nodes [B, k], sigma [B], coef [K, B], cs)``: the subgraphs; ``sigma[b]``,
+        the subgraph whose views are ``b``'s negatives (a random cyclic derangement within
+        the users and within the items); each subgraph's loss weight per distance (``mix``
+        times its mask over its group's normaliser, 0 where its centre or its negative was
+        dropped); and the adjacency structure cost ``[B, k, k]`` (empty unless GW uses one).
+        Static shapes, no host sync: on CUDA it is replayed from a graph (:attr:`_draw_fn`).
+        """
         nodes, valid = self.sample(centres)
-        z1, z2 = self.views(layers, nodes)
-        groups = [torch.arange(cu.numel(), device=nodes.device), cu.numel() + torch.arange(ci.numel(), device=nodes.device)]
-        # A random cyclic derangement inside each group: subgraph b's negatives come from sigma(b).
-        sigma = torch.arange(nodes.shape[0], device=nodes.device)
-        for grp in groups:
-            if grp.numel() >= 2:
-                perm = grp[torch.randperm(grp.numel(), device=grp.device)]
-                sigma[perm] = torch.roll(perm, -1)
-        neg_ok = valid & valid[sigma] & (sigma != torch.arange(sigma.numel(), device=sigma.device))
-        parts2 = [z2]
+        b = centres.numel()
+        group = (centres >= self.n_users).long()
+        sigma = S.group_derangement(group, 2)
+        w = (valid & valid[sigma] & (sigma != torch.arange(b, device=centres.device))).to(self.user_embedding.weight.dtype)
+        total = torch.zeros(2, dtype=w.dtype, device=w.device).index_add_(0, group, w)[group]
+        per_pair = self._n_pairs if self.ot_loss_form == "bce" else 1  # GSC's BCE averages over all pairs
+        share = w / (total * per_pair).clamp_min(1.0)
+        coef = torch.stack([share * mix for mix in self._mix])
+        cs = self._structure(nodes) if self._need_gw and self.subg1_adj != "xx" else nodes.new_empty(0)
+        return nodes, sigma, coef, cs
+
+    # -- views ---------------------------------------------------------------------
+    def _layer_view(self, layers, spec, readout=None):
+        if spec == "mean":
+            return readout if readout is not None else torch.stack(layers, dim=1).mean(dim=1)
+        if spec == "mean1":
+            return torch.stack(layers[1:], dim=1).mean(dim=1)
+        return layers[spec]
+
+    def _in_edges(self, rows):
+        """In-edges of ``rows``: ``(owner [E], src [E])``, ``owner`` indexing into ``rows``."""
+        g = self.graph
+        deg = g.degree(rows)
+        owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
+        starts = torch.cumsum(deg, 0) - deg
+        pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
+        return owner, g.indices[pos]
+
+    def _rows_propagate(self, x_all, rows):
+        """Rows ``rows`` of ``A_hat @ x_all`` (layer L+1 at the sampled nodes, no full spmm)."""
+        owner, src = self._in_edges(rows)
+        deg = (self.graph.indptr[1:] - self.graph.indptr[:-1]).to(x_all.dtype) + 1e-7
+        w = deg[rows][owner].rsqrt() * deg[src].rsqrt()
+        out = x_all.new_zeros(rows.numel(), x_all.shape[1])
+        return out.index_add_(0, owner, gather_rows(x_all, src) * w.unsqueeze(1))
+
+    def _gat_rows(self, x_all, rows):
+        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
+        owner, src = self._in_edges(rows)
+        edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
+        x = (gather_rows(x_all, src), gather_rows(x_all, rows))
+        out = self.gat(x, edge_index, size=(src.numel(), rows.numel()))
+        return self.gat_act(out)
+
+    def views(self, layers, nodes, readout=None):
+        """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors.
+        ``readout`` (the mean of all layers, already computed for BPR) is reused for "mean"."""
+        flat = nodes.reshape(-1)
+        z1_all = self._layer_view(layers, self.z1_spec, readout)
+        z1 = gather_rows(z1_all, flat)
+        spec = self.z2_spec
+        if spec == "gat":
+            src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input, readout)
+            z2 = self._gat_rows(src, flat)
+        elif spec == "next":
+            z2 = self._rows_propagate(layers[-1], flat)
+        elif spec == "last":
+            z2 = gather_rows(layers[-1], flat)
+        elif spec == "simgcl":
+            z2 = gather_rows(self._layer_view(self._perturbed_layers(), self.z1_spec), flat)
+        else:
+            z2 = gather_rows(layers[spec], flat)
+        b, k = nodes.shape
+        return z1.view(b, k, -1), z2.view(b, k, -1)
+
+    def _perturbed_layers(self):
+        emb = self.get_ego_embeddings()
+        out = [emb]
+        for _ in range(self.n_layers):
+            emb = torch.sparse.mm(self.norm_adj_matrix, emb)
+            emb = emb + simgcl_noise(emb, self.simgcl_eps)
+            out.append(emb)
+        return out
+
+    # -- the OT term ---------------------------------------------------------------
+    def ot_term(self, layers, interaction, readout=None) -> torch.Tensor:
+        """The OT contrast of one batch (before ``ot_weight``).
+
+        Shapes: ``B`` subgraphs of ``k`` nodes, ``P`` pairs per subgraph (the positive
+        ``(z1, z2)`` and one or two negatives), ``K`` distances (W and/or GW). The pairs'
+        costs are made by one stacked call, the plans by one graph replay on CUDA, and
+        the loss by one fused call (:func:`models.ot.losses.ot_contrast_loss`).
+        """
+        nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
+        z1, z2 = self.views(layers, nodes, readout)
+        z = O.safe_normalize(torch.stack([z1, z2]))  # cosines of normalised rows
+        x, y2 = z[0], z[1]
+        parts = [y2]
         if self.ot_negatives in ("both", "z1"):
-            parts2.append(gather_rows(z1, sigma))
+            parts.append(x.index_select(0, sigma))
         if self.ot_negatives in ("both", "z2"):
-            parts2.append(gather_rows(z2, sigma))
-        n_pairs = len(parts2)
-        x = z1.repeat(n_pairs, 1, 1)
-        y = torch.cat(parts2, dim=0)
-        c = O.prune_cost(O.cost_matrix(x, y, self.ot_cost, self.ot_tau), self.ot_prune)
-        need_gw = self.ot_distance in ("both", "gwd")
-        cs = ct = None
-        if need_gw:
-            cs = self._structure(nodes, z1).repeat(n_pairs, 1, 1)
-            ct = O.prune_cost(O.cost_matrix(y, y, self.ot_cost, self.ot_tau), self.ot_prune)
+            parts.append(y2.index_select(0, sigma))
+        y = torch.stack(parts)  # [P, B, k, d]
+        p = y.shape[0]
+        cos = [torch.matmul(x, y.transpose(-1, -2))]  # x against each pair's y: [P, B, k, k]
+        if self._need_gw:
+            cos.append(torch.matmul(y, y.transpose(-1, -2)))  # C_t
+            if self.subg1_adj == "xx":
+                cos.append(torch.matmul(x, x.transpose(-1, -2)).unsqueeze(0))  # C_s (GOT)
+        costs = O.prune_cost(O.cost_from_cosine(torch.cat(cos), self.ot_cost, self.ot_tau), self.ot_prune)
+        c = costs[:p]
+        ct = costs[p : 2 * p] if self._need_gw else None
+        if self._need_gw and self.subg1_adj == "xx":
+            cs = costs[2 * p]
+        elif not self._need_gw:
+            cs = None
         if self.detach_plan:
-            t_wd, gamma = self._plans(
-                c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach()
-            )
+            t_wd, gamma = self._plans(c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach())
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
-            gamma = O.gromov_wasserstein(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner)[1] if need_gw else None
-        b = nodes.shape[0]
-        terms = []
+            gamma = O.gromov_wasserstein(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner)[1] if self._need_gw else None
+        d = []
         if self.ot_distance in ("both", "wd"):
-            terms.append((self.ot_mix if self.ot_distance == "both" else 1.0, O.batch_trace_dot(c, t_wd), self.t_wd))
-        if need_gw:
+            d.append(O.batch_trace_dot(c, t_wd) / self.t_wd)
+        if self._need_gw:
             plan = t_wd if self.gw_plan == "wd" else gamma
-            d_gw = O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan)
-            terms.append((1.0 - self.ot_mix if self.ot_distance == "both" else 1.0, d_gw, self.t_gwd))
-        total = z1.new_zeros(())
-        for weight, d, t in terms:
-            d = d.view(n_pairs, b)
-            for grp in groups:
-                total = total + weight * self._pair_loss(d.index_select(1, grp), neg_ok[grp], t)
-        return total
-
-    def _pair_loss(self, d, neg_ok, t):
-        """Loss of one group: ``d [1 + M, G]`` (row 0 positives); subgraphs whose centre or
-        negative was dropped get weight 0 (masks, not indexing: no host sync)."""
-        w = neg_ok.to(d.dtype)
-        if self.ot_loss_form == "bce":
-            return L.gsc_bce(d[0], d[1:].t(), t, weight=w)
-        return L.distance_info_nce(d[0], d[1:].t(), t, weight=w)
+            d.append(O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan) / self.t_gwd)
+        return L.ot_contrast_loss(torch.stack(d), coef, self.ot_loss_form)
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:
@@ -427,11 +507,12 @@ class LightGCNOT(LightGCNBase):
         self._clear_cache()
         self._ensure_clusters()
         layers = self.propagate()
-        user_all, item_all = self.split(self.readout(layers))
+        readout = self.readout(layers)
+        user_all, item_all = self.split(readout)
         bpr, reg = self.bpr_reg(interaction, user_all, item_all, extra_reg=self._gat_params())
         zero = bpr.new_zeros(())
         ot_on = self.ot_weight > 0 and (self._warm() or not self.warmup_all)
-        ot = self.ot_weight * self.ot_term(layers, interaction) if ot_on else zero
+        ot = self.ot_weight * self.ot_term(layers, interaction, readout) if ot_on else zero
         if self.proto_weight <= 0:
             return bpr, reg, ot
         proto = self.proto_term(interaction) if self._warm() else zero

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .solvers import safe_normalize
 
-__all__ = ["info_nce", "embedding_info_nce", "gsc_bce", "distance_info_nce"]
+__all__ = ["info_nce", "embedding_info_nce", "gsc_bce", "distance_info_nce", "ot_contrast_loss"]
 
 
 def info_nce(logits: Tensor, targets: Tensor | None = None, reduction: str = "sum") -> Tensor:
@@ -68,3 +68,33 @@ def distance_info_nce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | N
     logits = torch.cat([d_pos.reshape(-1, 1), d_neg.reshape(d_pos.numel(), -1)], dim=1) / -t
     targets = torch.zeros(d_pos.numel(), dtype=torch.long, device=d_pos.device)
     return _weighted_mean(info_nce(logits, targets, reduction="none"), weight)
+
+
+def ot_contrast_loss(d: Tensor, coef: Tensor, form: str = "bce") -> Tensor:
+    r"""Every OT contrast loss of a batch in one pass: several distances (W, GW), every
+    subgraph and its negatives, user and item groups at once.
+
+    Equal to the sum over distances ``k`` and groups ``g`` of ``mix_k *`` :func:`gsc_bce`
+    (or :func:`distance_info_nce`) of group ``g`` with temperature ``t_k``, but a handful of
+    kernels instead of a handful per (distance, group): on a GPU this term is bound by
+    kernel launches, not arithmetic.
+
+    Args:
+        d: ``[K, P, B]`` distances already divided by their temperature ``t_k``; row
+            ``p = 0`` is subgraph ``b``'s positive pair, rows ``1..P-1`` its negatives.
+        coef: ``[K, B]`` weight of subgraph ``b`` in distance ``k``'s loss: ``mix_k`` times
+            its mask over its group's normaliser (GSC's mean over the group's pairs for
+            ``"bce"``, over its subgraphs for ``"infonce"``); 0 drops a subgraph.
+        form: ``"bce"`` (GSC: ``BCEWithLogits(exp(-d), label)``, ``d`` clamped at 0) or
+            ``"infonce"`` (cross-entropy of logits ``-d``, the positive in row 0).
+    """
+    if form == "bce":
+        logits = torch.exp(-d.clamp_min(0.0))
+        label = torch.zeros_like(logits)
+        label[:, 0] = 1.0
+        per = F.binary_cross_entropy_with_logits(logits, label, reduction="none").sum(dim=1)
+    elif form == "infonce":
+        per = torch.logsumexp(-d, dim=1) + d[:, 0]
+    else:
+        raise ValueError(f"unknown OT loss form {form!r} (expected 'bce' or 'infonce')")
+    return (per * coef).sum()

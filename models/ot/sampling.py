@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CSR", "csr_from_coo", "two_hop_csr", "two_hop_paths", "sample_subgraphs", "subgraph_adjacency"]
+__all__ = [
+    "CSR", "csr_from_coo", "two_hop_csr", "two_hop_paths", "sample_subgraphs", "subgraph_adjacency",
+    "group_derangement",
+]
 
 
 @dataclass
@@ -278,3 +281,28 @@ def shared_neighbour_adjacency(nodes: Tensor, adj: CSR) -> Tensor:
     out = out.view(b, k, k)
     eye = torch.eye(k, device=dev, dtype=torch.bool).unsqueeze(0)
     return out.masked_fill(eye, 0.0)
+
+
+def group_derangement(group: Tensor, n_groups: int, generator=None) -> Tensor:
+    """A uniformly random cyclic permutation inside each group, without a host sync.
+
+    ``sigma[b]`` is another member of ``b``'s group (``b`` itself when it is alone): members
+    are shuffled by sorting ``group + u``, ``u ~ U[0, 1)``, and each points to the next one of
+    its group in that order, the last to the first. It is how a subgraph picks the subgraph
+    whose views are its negatives. Group sizes come from a scatter-add, not ``bincount``,
+    whose output size needs a device-to-host read on CUDA.
+
+    Args:
+        group: ``[B]`` group id of each member, in ``0 .. n_groups - 1``.
+        n_groups: the number of groups.
+    """
+    b = group.numel()
+    dev = group.device
+    order = (group.double() + _rand((b,), dev, generator).double()).argsort()
+    g_sorted = group[order]
+    counts = torch.zeros(n_groups, dtype=torch.long, device=dev).index_add_(0, group, torch.ones_like(group))
+    end = torch.cumsum(counts, 0)[g_sorted]
+    start = end - counts[g_sorted]
+    pos = torch.arange(b, device=dev)
+    nxt = torch.where(pos + 1 < end, pos + 1, start)
+    return torch.empty_like(order).scatter_(0, order, order[nxt])

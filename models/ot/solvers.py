@@ -1,8 +1,9 @@
 r"""Batched optimal-transport solvers in pure torch (no RecBole, no POT).
 
-Everything works on a batch of ``B`` small problems at once: costs are ``[B, n, m]``,
-marginals are uniform, and every loop runs over iterations, never over the batch or
-over nodes. All kernels are evaluated in the log domain, so no ``exp(-C / beta)`` can
+Everything works on a batch of small problems at once: costs are ``[..., n, m]`` (any
+leading batch dimensions, e.g. ``[B, n, m]`` or ``[P, B, n, m]``; structure costs broadcast
+against them), marginals are uniform, and every loop runs over iterations, never over the
+batch or over nodes. All kernels are evaluated in the log domain, so no ``exp(-C / beta)`` can
 underflow to 0 and no division by a vanishing sum can produce inf or NaN.
 
 The algorithms follow GOT (Chen et al., "Graph Optimal Transport for Cross-Domain
@@ -24,6 +25,7 @@ __all__ = [
     "safe_normalize",
     "cosine",
     "cost_matrix",
+    "cost_from_cosine",
     "prune_cost",
     "ipot",
     "wasserstein",
@@ -43,8 +45,8 @@ def safe_normalize(x: Tensor, dim: int = -1, eps: float = 1e-6) -> Tensor:
 
 
 def cosine(x: Tensor, y: Tensor, eps: float = 1e-6) -> Tensor:
-    """Batched cosine similarity ``[B, n, d] x [B, m, d] -> [B, n, m]``, in ``[-1, 1]``."""
-    return torch.bmm(safe_normalize(x, eps=eps), safe_normalize(y, eps=eps).transpose(1, 2))
+    """Batched cosine similarity ``[..., n, d] x [..., m, d] -> [..., n, m]``, in ``[-1, 1]``."""
+    return torch.matmul(safe_normalize(x, eps=eps), safe_normalize(y, eps=eps).transpose(-1, -2))
 
 
 def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5) -> Tensor:
@@ -61,10 +63,15 @@ def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5) -> Te
         form: ``"exp"`` or ``"cos"`` (default ``"exp"``).
         tau: temperature of the ``exp`` form (default ``0.5``).
     """
-    cos = cosine(x, y)
+    return cost_from_cosine(cosine(x, y), form, tau)
+
+
+def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5) -> Tensor:
+    """:func:`cost_matrix` from precomputed cosines ``[..., n, m]`` (so that several cost
+    matrices of one batch are made by one stacked call); the shift is per ``[n, m]`` problem."""
     if form == "exp":
-        logits = -cos / tau
-        shift = logits.detach().amax(dim=(1, 2), keepdim=True)
+        logits = cos / -tau
+        shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
         return torch.exp(logits - shift)
     if form == "cos":
         return 1.0 - cos
@@ -78,14 +85,14 @@ def prune_cost(c: Tensor, beta: float = 0.1) -> Tensor:
     """
     if beta is None or beta < 0:
         return c
-    lo = c.amin(dim=(1, 2), keepdim=True)
-    hi = c.amax(dim=(1, 2), keepdim=True)
+    lo = c.amin(dim=(-2, -1), keepdim=True)
+    hi = c.amax(dim=(-2, -1), keepdim=True)
     return torch.relu(c - (lo + beta * (hi - lo)))
 
 
 def batch_trace_dot(c: Tensor, t: Tensor) -> Tensor:
     r""":math:`\operatorname{tr}(C^\top T) = \sum_{ij} C_{ij} T_{ij}` per problem -> ``[B]``."""
-    return (c * t).sum(dim=(1, 2))
+    return (c * t).sum(dim=(-2, -1))
 
 
 def ipot(
@@ -110,26 +117,26 @@ def ipot(
     2017, "round") makes both marginals exact, so every returned plan is feasible.
 
     Args:
-        c: cost ``[B, n, m]``.
+        c: cost ``[..., n, m]``.
         beta: proximal step (default ``0.5``, GSC).
         n_iter: outer iterations (default ``40``).
         n_inner: Sinkhorn steps per outer iteration (default ``1``).
         log_t0: optional log of the starting plan (default: all ones, as in GOT/GSC).
 
     Returns:
-        The plan ``T`` ``[B, n, m]``.
+        The plan ``T`` ``[..., n, m]``.
     """
-    b, n, m = c.shape
+    n, m = c.shape[-2:]
     log_a = -math.log(n)
     log_b = -math.log(m)
-    log_k = -c / beta
+    log_k = c / -beta
     log_t = torch.zeros_like(c) if log_t0 is None else log_t0
-    log_sigma = torch.full((b, 1, m), log_b, dtype=c.dtype, device=c.device)
+    log_sigma = torch.full((*c.shape[:-2], 1, m), log_b, dtype=c.dtype, device=c.device)
     for _ in range(n_iter):
         log_q = log_k + log_t
         for _ in range(n_inner):
-            log_delta = log_a - torch.logsumexp(log_q + log_sigma, dim=2, keepdim=True)
-            log_sigma = log_b - torch.logsumexp(log_q + log_delta, dim=1, keepdim=True)
+            log_delta = log_a - torch.logsumexp(log_q + log_sigma, dim=-1, keepdim=True)
+            log_sigma = log_b - torch.logsumexp(log_q + log_delta, dim=-2, keepdim=True)
         log_t = log_delta + log_q + log_sigma
     return round_to_marginals(log_t.exp())
 
@@ -140,17 +147,17 @@ def round_to_marginals(t: Tensor) -> Tensor:
     Scale rows down to at most ``1/n``, columns down to at most ``1/m``, then add the
     rank-one repair ``err_r err_c^T / |err_r|_1``. Exact marginals; differentiable a.e.
     """
-    _, n, m = t.shape
+    n, m = t.shape[-2:]
     a = 1.0 / n
     bm = 1.0 / m
     tiny = torch.finfo(t.dtype).tiny
-    row = t.sum(dim=2, keepdim=True)
+    row = t.sum(dim=-1, keepdim=True)
     t = t * torch.clamp(a / row.clamp_min(tiny), max=1.0)
-    col = t.sum(dim=1, keepdim=True)
+    col = t.sum(dim=-2, keepdim=True)
     t = t * torch.clamp(bm / col.clamp_min(tiny), max=1.0)
-    err_r = (a - t.sum(dim=2, keepdim=True)).clamp_min(0.0)
-    err_c = (bm - t.sum(dim=1, keepdim=True)).clamp_min(0.0)
-    norm = err_r.sum(dim=1, keepdim=True).clamp_min(tiny)
+    err_r = (a - t.sum(dim=-1, keepdim=True)).clamp_min(0.0)
+    err_c = (bm - t.sum(dim=-2, keepdim=True)).clamp_min(0.0)
+    norm = err_r.sum(dim=-2, keepdim=True).clamp_min(tiny)
     return t + err_r * err_c / norm
 
 
@@ -172,10 +179,17 @@ def gw_tensor(cs: Tensor, ct: Tensor, gamma: Tensor) -> Tensor:
     ``ot.gromov.tensor_product(*ot.gromov.init_matrix(Cs, Ct, p, q), gamma)`` and
     :math:`\langle \cdot, \gamma \rangle` equals ``ot.gromov.gwloss``.
     """
-    p = gamma.sum(dim=2, keepdim=True)  # [B, n, 1]
-    q = gamma.sum(dim=1, keepdim=True)  # [B, 1, m]
-    cst = torch.bmm(cs.pow(2), p) + torch.bmm(q, ct.pow(2).transpose(1, 2))
-    return cst - 2.0 * torch.bmm(torch.bmm(cs, gamma), ct.transpose(1, 2))
+    p = gamma.sum(dim=-1, keepdim=True)  # [..., n, 1]
+    q = gamma.sum(dim=-2, keepdim=True)  # [..., 1, m]
+    cst = torch.matmul(cs.pow(2), p) + torch.matmul(q, ct.pow(2).transpose(-1, -2))
+    return cst - 2.0 * torch.matmul(torch.matmul(cs, gamma), ct.transpose(-1, -2))
+
+
+def _uniform_plan(cs: Tensor, ct: Tensor) -> Tensor:
+    """The product coupling ``1/(n m)`` of every problem; batch dims broadcast ``cs`` with ``ct``."""
+    n, m = cs.shape[-1], ct.shape[-1]
+    batch = torch.broadcast_shapes(cs.shape[:-2], ct.shape[:-2])
+    return torch.full((*batch, n, m), 1.0 / (n * m), dtype=ct.dtype, device=ct.device)
 
 
 def gromov_wasserstein(
@@ -194,8 +208,8 @@ def gromov_wasserstein(
     is ``plan`` when given (GSC evaluates with the Wasserstein plan) else ``gamma`` (GOT).
 
     Args:
-        cs: intra-source costs ``[B, n, n]``.
-        ct: intra-target costs ``[B, m, m]``.
+        cs: intra-source costs ``[..., n, n]``.
+        ct: intra-target costs ``[..., m, m]`` (batch dims broadcast with ``cs``).
         beta: proximal step (default ``0.1``).
         n_outer: linearisation steps (default ``5``).
         n_inner: IPOT steps per linearisation (default ``20``).
@@ -204,8 +218,7 @@ def gromov_wasserstein(
     Returns:
         ``(d [B], gamma [B, n, m])``.
     """
-    b, n, m = cs.shape[0], cs.shape[1], ct.shape[1]
-    gamma = torch.full((b, n, m), 1.0 / (n * m), dtype=cs.dtype, device=cs.device)
+    gamma = _uniform_plan(cs, ct)
     cs_d, ct_d = cs.detach(), ct.detach()
     for _ in range(n_outer):
         lin = gw_tensor(cs_d, ct_d, gamma)
@@ -232,8 +245,7 @@ def ot_plans(
         t = ipot(c, beta=wd_beta, n_iter=wd_iters)
         if cs is None:
             return t, torch.empty(0, device=c.device, dtype=c.dtype)
-        b, n, m = c.shape
-        gamma = torch.full((b, n, m), 1.0 / (n * m), dtype=c.dtype, device=c.device)
+        gamma = _uniform_plan(cs, ct)
         for _ in range(gw_outer):
             gamma = ipot(gw_tensor(cs, ct, gamma), beta=gw_beta, n_iter=gw_inner)
         return t, gamma
@@ -253,6 +265,11 @@ class CudaGraphed:
         self.max_graphs = max_graphs
         self._graphs: dict = {}
         self.error: str | None = None  # why capture was given up, if it was
+
+    def reset(self) -> None:
+        """Forget every captured graph. Needed whenever a tensor the function reads (not an
+        argument: e.g. a model's cluster index) is replaced, since a graph replays fixed addresses."""
+        self._graphs.clear()
 
     def __call__(self, *args: Tensor | None):
         tensors = [a for a in args if a is not None]

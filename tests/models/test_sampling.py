@@ -97,3 +97,26 @@ def test_large_graph_samples_without_dense_matrices():
     assert nodes.shape == (64, 14) and valid.float().mean() > 0.8
     adj2 = S.shared_neighbour_adjacency(nodes, csr)
     assert adj2.shape == (64, 14, 14)
+
+
+def test_group_derangement_is_a_uniform_cycle_within_each_group():
+    from scipy.stats import chisquare
+
+    group = torch.tensor([1, 0, 1, 0, 0, 1, 0, 2])  # groups of 4, 3 and 1 (alone: maps to itself)
+    torch.manual_seed(0)
+    cycles = {}
+    for _ in range(3000):
+        sigma = S.group_derangement(group, 3)
+        assert (group[sigma] == group).all()
+        assert sigma[7] == 7
+        for g in (0, 1):
+            members = (group == g).nonzero().flatten().tolist()
+            seen, b = [], members[0]
+            for _ in members:  # one cycle through every member, no fixed point
+                seen.append(b)
+                b = int(sigma[b])
+            assert b == members[0] and sorted(seen) == members
+        key = tuple(sigma[(group == 0).nonzero().flatten()].tolist())
+        cycles[key] = cycles.get(key, 0) + 1
+    assert len(cycles) == 6  # (4 - 1)! cyclic orders of group 0
+    assert chisquare(list(cycles.values())).pvalue > 1e-3
