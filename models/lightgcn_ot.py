@@ -267,68 +267,6 @@ class LightGCNOT(LightGCNBase):
         if need and (self._clusters_epoch != self._epoch or self.node_cluster is None):
             self.e_step()
 
-    # -- views ---------------------------------------------------------------------
-    def _layer_view(self, layers, spec):
-        if spec == "mean":
-            return torch.stack(layers, dim=1).mean(dim=1)
-        if spec == "mean1":
-            return torch.stack(layers[1:], dim=1).mean(dim=1)
-        return layers[spec]
-
-    def _in_edges(self, rows):
-        """In-edges of ``rows``: ``(owner [E], src [E])``, ``owner`` indexing into ``rows``."""
-        g = self.graph
-        deg = g.degree(rows)
-        owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), deg)
-        starts = torch.cumsum(deg, 0) - deg
-        pos = g.indptr[rows][owner] + torch.arange(owner.numel(), device=rows.device) - starts[owner]
-        return owner, g.indices[pos]
-
-    def _rows_propagate(self, x_all, rows):
-        """Rows ``rows`` of ``A_hat @ x_all`` (layer L+1 at the sampled nodes, no full spmm)."""
-        owner, src = self._in_edges(rows)
-        deg = (self.graph.indptr[1:] - self.graph.indptr[:-1]).to(x_all.dtype) + 1e-7
-        w = deg[rows][owner].rsqrt() * deg[src].rsqrt()
-        out = x_all.new_zeros(rows.numel(), x_all.shape[1])
-        return out.index_add_(0, owner, gather_rows(x_all, src) * w.unsqueeze(1))
-
-    def _gat_rows(self, x_all, rows):
-        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
-        owner, src = self._in_edges(rows)
-        edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
-        x = (gather_rows(x_all, src), gather_rows(x_all, rows))
-        out = self.gat(x, edge_index, size=(src.numel(), rows.numel()))
-        return self.gat_act(out)
-
-    def views(self, layers, nodes):
-        """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors."""
-        flat = nodes.reshape(-1)
-        z1_all = self._layer_view(layers, self.z1_spec)
-        z1 = gather_rows(z1_all, flat)
-        spec = self.z2_spec
-        if spec == "gat":
-            src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input)
-            z2 = self._gat_rows(src, flat)
-        elif spec == "next":
-            z2 = self._rows_propagate(layers[-1], flat)
-        elif spec == "last":
-            z2 = gather_rows(layers[-1], flat)
-        elif spec == "simgcl":
-            z2 = gather_rows(self._layer_view(self._perturbed_layers(), self.z1_spec), flat)
-        else:
-            z2 = gather_rows(layers[spec], flat)
-        b, k = nodes.shape
-        return z1.view(b, k, -1), z2.view(b, k, -1)
-
-    def _perturbed_layers(self):
-        emb = self.get_ego_embeddings()
-        out = [emb]
-        for _ in range(self.n_layers):
-            emb = torch.sparse.mm(self.norm_adj_matrix, emb)
-            emb = emb + simgcl_noise(emb, self.simgcl_eps)
-            out.append(emb)
-        return out
-
     # -- sampling ------------------------------------------------------------------
     def _centres(self, interaction):
         """``[B]`` centre node ids, users first, then items (item ids offset by ``n_users``)."""
@@ -408,11 +346,12 @@ class LightGCNOT(LightGCNBase):
         out = x_all.new_zeros(rows.numel(), x_all.shape[1])
         return out.index_add_(0, owner, gather_rows(x_all, src) * w.unsqueeze(1))
 
-    def _gat_rows(self, x_all, rows):
-        """GATConv output at ``rows`` only: a bipartite call over their in-edges."""
+    def _gat_rows(self, x_all, rows, x_rows=None):
+        """GATConv output at ``rows`` only: a bipartite call over their in-edges.
+        ``x_rows`` is ``x_all[rows]`` when the caller has it already."""
         owner, src = self._in_edges(rows)
         edge_index = torch.stack([torch.arange(src.numel(), device=rows.device), owner])
-        x = (gather_rows(x_all, src), gather_rows(x_all, rows))
+        x = (gather_rows(x_all, src), gather_rows(x_all, rows) if x_rows is None else x_rows)
         out = self.gat(x, edge_index, size=(src.numel(), rows.numel()))
         return self.gat_act(out)
 
@@ -424,8 +363,10 @@ class LightGCNOT(LightGCNBase):
         z1 = gather_rows(z1_all, flat)
         spec = self.z2_spec
         if spec == "gat":
-            src = z1_all if self.gat_input == "z1" else self._layer_view(layers, self.gat_input, readout)
-            z2 = self._gat_rows(src, flat)
+            if self.gat_input == "z1":
+                z2 = self._gat_rows(z1_all, flat, z1)
+            else:
+                z2 = self._gat_rows(self._layer_view(layers, self.gat_input, readout), flat)
         elif spec == "next":
             z2 = self._rows_propagate(layers[-1], flat)
         elif spec == "last":
