@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # ml-1m LightGCN sweep on one GPU: 4 runs sequential (--per-gpu 1) vs packed (--per-gpu 4),
-# then --per-gpu auto; wall times, throughput ratio, GPU utilisation sampled by nvidia-smi.
+# then --per-gpu auto (and, with MPS_PHASE=1, --per-gpu 4 --mps: the packed runs under a CUDA
+# MPS daemon); wall times, throughput ratio, GPU utilisation sampled by nvidia-smi.
 # Fits in 8 minutes on an H100 with the defaults.
 #
 #   PYTHONPATH=. bash bench/gpu_sweep.sh              # on the GPU machine (recbole installed)
 #   bash bench/gpu_sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, simulated GPU
 #
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
-#      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, BUDGET_S (default 460).
+#      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
+#      the MPS phase, BUDGET_S (default 460).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -113,6 +115,7 @@ PY
 
 phase seq --per-gpu 1
 phase packed --per-gpu 4
+[ "${MPS_PHASE:-0}" = 1 ] && [ $SMOKE = 0 ] && phase packed_mps --per-gpu 4 --mps
 [ "${SKIP_AUTO:-0}" = 1 ] || phase auto --per-gpu auto
 
 echo "== summary"

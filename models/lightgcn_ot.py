@@ -23,6 +23,13 @@ WWW 2022, https://arxiv.org/abs/2202.06200). Per training batch:
 5. :math:`\ell_{OT}` = GSC's BCE on :math:`e^{-d/t}` or InfoNCE on :math:`-d/t`, mixed
    :math:`a\,\ell_W + (1-a)\,\ell_{GW}`, summed over the user and the item subgraphs.
 
+Cost per batch: on a GPU this term is bound by kernel launches, not arithmetic, so it is
+written to launch few. Step 2, the negatives' pairing and the masks form one static-shape,
+no-grad function (:meth:`LightGCNOT._draw`) and the W/GW plans another; on CUDA each is
+replayed from a CUDA graph (one launch for a few hundred kernels; the default CUDA RNG is
+graph-safe). Every pair's cost comes from one stacked call and every loss (W and GW, user
+and item subgraphs) from one fused call. ``python bench/ot_ops.py`` counts the kernels.
+
 Loss terms: ``("bpr", "reg", "ot")``, plus ``"proto"`` when ``proto_weight > 0``; each
 is already weighted, so their sum is the training loss.
 
