@@ -36,8 +36,8 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from ablate.errors import StoreError
+from ablate.storefile import SCHEMA_VERSION, to_url  # noqa: F401 - re-exported; they live where SQLAlchemy is not imported
 
-SCHEMA_VERSION = 2
 STALE_AFTER = 120.0  # seconds without a heartbeat before another coordinator may requeue
 
 
@@ -51,6 +51,8 @@ class Status(str, enum.Enum):
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
 
+
+PRIMARY_ONLY = "rerun_of IS NULL"  # a run that is not a rerun: one per key
 
 RETRYABLE = (Status.FAILED, Status.NAN, Status.OOM, Status.TIMEOUT, Status.INTERRUPTED)
 
@@ -116,7 +118,8 @@ class Run(Base):
 
     __table_args__ = (
         # One primary run per key; reruns (rerun_of set) are extra rows for the same key.
-        Index("uq_runs_key_primary", "key", unique=True, sqlite_where=text("rerun_of IS NULL"), postgresql_where=text("rerun_of IS NULL")),
+        # PostgreSQL gets the same WHERE when the table is created there (see below).
+        Index("uq_runs_key_primary", "key", unique=True, sqlite_where=text(PRIMARY_ONLY)),
     )
 
     def metric(self, split: str, name: str) -> float | None:
@@ -124,6 +127,16 @@ class Run(Base):
             if m.split == split and m.name == name:
                 return m.value
         return None
+
+
+@event.listens_for(Run.__table__, "before_create")
+def _postgresql_partial_index(table, connection, **_kw) -> None:
+    """Make ``uq_runs_key_primary`` partial on PostgreSQL too. Declared in the Index as
+    ``postgresql_where=``, it made SQLAlchemy import its PostgreSQL dialect (0.1 s) in
+    every process, SQLite or not; here the dialect is only touched where it is in use."""
+    if connection.dialect.name == "postgresql":
+        index = next(i for i in table.indexes if i.name == "uq_runs_key_primary")
+        index.dialect_options["postgresql"]["where"] = text(PRIMARY_ONLY)
 
 
 class Member(Base):
@@ -189,11 +202,6 @@ MIGRATIONS = {1: _migrate_1_to_2}  # from version -> function upgrading to versi
 
 def default_url() -> str:
     return os.environ.get("ABLATE_DB") or "results.db"
-
-
-def to_url(db: str) -> str:
-    """A plain path becomes a sqlite URL; anything with '://' is taken as given."""
-    return db if "://" in db else f"sqlite:///{Path(db).expanduser()}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

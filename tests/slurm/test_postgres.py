@@ -52,3 +52,22 @@ def postgres_url(tmp_path):
 
 def test_slurm_flow_on_postgresql(spec, tmp_path, fake_slurm, postgres_url):  # noqa: F811
     slurm_flow(spec, postgres_url, tmp_path / "shared", fake_slurm)
+
+
+def test_one_primary_run_per_key_on_postgresql(postgres_url):
+    """The partial unique index (one run per key, reruns exempt) exists on PostgreSQL too."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from ablate.store import Run, Store
+
+    store = Store(postgres_url)
+    with store.engine.connect() as conn:
+        ddl = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_runs_key_primary'")).scalar()
+    assert ddl is not None and "UNIQUE" in ddl and "WHERE (rerun_of IS NULL)" in ddl
+    with store.session() as s:
+        s.add(Run(key="k", name="r", model="LightGCN", dataset="ml-100k", seed=1, config={}))
+    assert store.add_rerun(1) == 2  # same key, rerun_of set: allowed
+    with pytest.raises(IntegrityError), store.session() as s:
+        s.add(Run(key="k", name="r", model="LightGCN", dataset="ml-100k", seed=1, config={}))
+    store.engine.dispose()
