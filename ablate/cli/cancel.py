@@ -6,8 +6,6 @@ and their results are untouched.
 
 from __future__ import annotations
 
-from rich.console import Console
-
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg
 
@@ -19,6 +17,8 @@ def cancel_cmd(
     override: OverrideOpt = None,
 ) -> int:
     """Cancel the spec's running Slurm jobs (scancel); their runs become interrupted."""
+    from rich.console import Console
+
     from ablate.cli.collect import spec_run_ids
     from ablate.executors.slurm import cancel_runs, collect_runs
 

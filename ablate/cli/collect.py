@@ -13,7 +13,6 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
@@ -44,6 +43,8 @@ def collect_cmd(
     force: Annotated[bool, typer.Option("--force", help="Also collect runs that a live 'ablate run' is waiting on.")] = False,
 ) -> int:
     """Collect the results of a spec's Slurm jobs into the store (safe to repeat)."""
+    from rich.console import Console
+
     from ablate.executors.slurm import collect_runs
 
     if every <= 0:

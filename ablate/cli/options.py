@@ -23,11 +23,13 @@ OverrideOpt = Annotated[
 
 def parse_overrides(items: list[str] | None) -> dict:
     """``["epochs=1", "topk=[10,20]"]`` -> ``{"epochs": 1, "topk": [10, 20]}``."""
-    from ablate.errors import UsageError
-    from ablate.spec import parse_scalar
-
     out: dict = {}
-    for item in items or []:
+    if not items:
+        return out
+    from ablate.errors import UsageError
+    from ablate.spec import parse_scalar  # pydantic and yaml: only when there is something to parse
+
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"-o expects key=value, got {item!r}")

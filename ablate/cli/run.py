@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
@@ -23,7 +21,9 @@ def workdir_for(store, workdir: Path | None) -> Path:
     return (path.parent if path is not None else Path.cwd()) / ".ablate"
 
 
-def print_plan(runs, done_keys: set[str], console: Console) -> None:
+def print_plan(runs, done_keys: set[str], console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{len(runs)} runs", show_lines=False)
     for col in ("#", "name", "variant", "model", "seed", "key", "stored"):
         table.add_column(col)
@@ -56,6 +56,8 @@ def run_cmd(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
+    from rich.console import Console
+
     from ablate import plan, spec as spec_mod
 
     overrides = parse_overrides(override)
@@ -169,7 +171,7 @@ def check_writable(folder: Path) -> None:
 
 
 def Store_exists(db: str) -> bool:  # noqa: N802 - reads as a phrase at the call site
-    from ablate.store import to_url
+    from ablate.storefile import to_url
 
     url = to_url(db)
     if not url.startswith("sqlite:///"):

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt
@@ -82,6 +80,9 @@ def show_cmd(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Log lines to show.")] = 15,
 ) -> None:
     """Show one run: config diff vs its baseline, metrics, per-epoch losses, log tail."""
+    from rich.console import Console
+    from rich.table import Table
+
     store = open_store(db)
     run = get_run_or_fail(store, run_id)
     con = Console()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
@@ -63,6 +61,9 @@ def status_cmd(
     override: OverrideOpt = None,
 ) -> None:
     """Counts by status (per experiment, or the whole store) and the runs running now."""
+    from rich.console import Console
+    from rich.table import Table
+
     from ablate.report.frame import resolve_targets
 
     store = open_store(db)
