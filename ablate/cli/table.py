@@ -19,28 +19,37 @@ TargetsArg = Annotated[
 
 def open_store(db: str):
     """Open an existing store for reading; a missing SQLite file is an error, not a new file."""
-    from ablate.cli.run import Store_exists
     from ablate.store import Store
+
+    _must_exist(db)
+    return Store(db, create=False)
+
+
+def _must_exist(db: str) -> None:
+    from ablate.cli.run import Store_exists
 
     if not Store_exists(db):
         raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
-    return Store(db, create=False)
 
 
 def render_table(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, fmt: str = "rich",
                  metrics: list[str] | None = None, split: str = "test", baseline: str | None = None,
                  precision: int = 4, sort: str | None = None, delta: bool = False, reference: Path | None = None,
                  negligible: float = 0.01):
-    """Everything ``ablate table`` does short of printing; returns (Table, text)."""
+    """Everything ``ablate table`` does short of printing; returns (Table, text).
+
+    All reads happen in one read-only snapshot of the store (on SQLite: without
+    SQLAlchemy, see :mod:`ablate.report.frame`)."""
     from ablate.report import frame as frame_mod, table as table_mod
 
-    store = open_store(db)
-    names = frame_mod.resolve_targets(store, targets, overrides)
-    data = frame_mod.load(store, names, split)
-    if not data.rows:
-        raise UsageError(f"experiment {', '.join(names)} has no runs")
-    variant_ids = [int(x) for x in data.runs.loc[(data.runs["role"] != "baseline") & (data.runs["status"] == "done"), "run_id"]]
-    losses = frame_mod.loss_history(store, variant_ids)
+    _must_exist(db)
+    with frame_mod.snapshot(db) as snap:
+        names = frame_mod.resolve_targets(snap, targets, overrides)
+        data = frame_mod.load(snap, names, split)
+        if not data.rows:
+            raise UsageError(f"experiment {', '.join(names)} has no runs")
+        variant_ids = [int(x) for x in data.runs.loc[(data.runs["role"] != "baseline") & (data.runs["status"] == "done"), "run_id"]]
+        losses = frame_mod.loss_history(snap, variant_ids)
     ref = table_mod.load_reference(reference) if reference is not None else None
     table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
                             reference=ref, losses=losses, negligible=negligible)

@@ -2,8 +2,13 @@
 
 Two queries, whatever the size of the experiment: members joined with their runs, then
 the metrics of those runs (a join on the membership, not a list of ids, so 10,000 runs
-cost the same two round trips). pandas does the grouping; nothing here touches the ORM's
-lazy relationships.
+cost the same two round trips). pandas does the grouping; nothing here touches the ORM.
+
+Every query is plain SQL run in one read-only :class:`Snapshot`. A SQLite store at the
+current schema is read with the standard library's ``sqlite3``: a report then never
+imports SQLAlchemy, whose import took longer than reading a 10,000-run table. Any other
+store (PostgreSQL, or a SQLite file that still needs an upgrade) is opened with
+:class:`~ablate.store.Store` and the same SQL runs on its engine.
 
 A table row is a ``Member.row`` name: runs that differ only by seed share it. Several
 experiments can be read together; a row appearing in more than one (a shared baseline)
@@ -12,15 +17,24 @@ is one row, its runs counted once.
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import pandas as pd
-from sqlalchemy import null, select
 
 from ablate.errors import UsageError
-from ablate.store import Epoch, Experiment, Member, Metric, Run, Status, Store
 
-DONE = Status.DONE.value
+DONE = "done"  # Status.DONE.value (ablate.store is not imported: it imports SQLAlchemy)
+
+
+def __getattr__(name: str):
+    if name == "Store":  # ``frame.Store`` as before, imported only when asked for
+        from ablate.store import Store
+
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -73,19 +87,113 @@ class ExperimentFrame:
         return self.values[metric].unstack("seed")
 
 
-def read_connection(store: Store):
+def read_connection(store):
     """A connection whose transactions are read-only snapshots (``BEGIN DEFERRED``): a
     report never takes SQLite's write lock, so it neither waits on nor delays a sweep."""
     return store.engine.execution_options(ablate_read_only=True).connect()
 
 
-def experiment_names(store: Store) -> list[str]:
+class Snapshot:
+    """One read-only transaction on a store: every query of a report sees the same data.
+
+    ``rows(sql, params)`` runs plain SQL with ``:name`` parameters (the syntax both
+    ``sqlite3`` and SQLAlchemy's ``text()`` take) and returns plain tuples; JSON columns
+    come back as stored (text on SQLite), see :func:`json_values`.
+    """
+
+    def __init__(self, db: str, fetch):
+        self.db = db
+        self._fetch = fetch
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self._fetch(sql, params or {})
+
+
+@contextmanager
+def snapshot(source) -> Iterator[Snapshot]:
+    """A :class:`Snapshot` of ``source``: a Snapshot (used as is), a
+    :class:`~ablate.store.Store`, or a ``--db`` value (path or URL) of an existing store."""
+    if isinstance(source, Snapshot):
+        yield source
+        return
+    if isinstance(source, str):
+        con = _sqlite_current(source)
+        if con is not None:
+            try:
+                yield Snapshot(source, lambda sql, params: con.execute(sql, params).fetchall())
+            finally:
+                con.close()
+            return
+        from ablate.store import Store
+
+        source = Store(source, create=False)  # upgrades an old file, or says what is wrong
+    from sqlalchemy import text
+
+    with read_connection(source) as conn, conn.begin():
+        yield Snapshot(source.db, lambda sql, params: [tuple(r) for r in conn.execute(text(sql), params)])
+
+
+def _sqlite_current(db: str):
+    """A ``sqlite3`` connection in a read-only transaction when ``db`` is a SQLite file at
+    this ablate's schema; None otherwise (the caller goes through Store)."""
+    import sqlite3
+
+    from ablate.storefile import SCHEMA_VERSION, sqlite_path
+
+    path = sqlite_path(db)
+    if path is None or not path.is_file():
+        return None
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)  # transactions are begun here
+    try:
+        con.execute("PRAGMA query_only = ON")  # this connection cannot write, whatever it runs
+        con.execute("BEGIN DEFERRED")  # the snapshot starts at the first read; no write lock
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        if version is not None and version[0] == str(SCHEMA_VERSION) and {"experiments", "runs", "experiment_runs", "metrics", "epochs"} <= tables:
+            return con
+    except sqlite3.DatabaseError:
+        pass  # not a database, or locked for a minute: Store reports it in its own words
+    con.close()
+    return None
+
+
+def json_values(values: list) -> list:
+    """Decode stored JSON column values (SQLite returns text; other drivers may decode).
+
+    Many values are parsed as one JSON array: 20,000 ``json.loads`` calls cost more than
+    the rest of a 10,000-run table."""
+    at = [i for i, v in enumerate(values) if isinstance(v, str)]  # the rest: NULL, or decoded by the driver
+    if not at:
+        return list(values)
+    decoded = json.loads("[" + ",".join(values[i] for i in at) + "]")
+    if len(at) == len(values):
+        return decoded
+    out = list(values)
+    for i, v in zip(at, decoded):
+        out[i] = v
+    return out
+
+
+def _in(values: list, prefix: str, params: dict) -> str:
+    """``(:p0, :p1, ...)`` for an IN list, its values added to ``params``."""
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    params.update(zip(names, values))
+    return "(" + ", ".join(f":{n}" for n in names) + ")"
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    ids = sorted(set(int(i) for i in ids))
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def experiment_names(source) -> list[str]:
     """Stored experiment names, most recently updated first."""
-    with read_connection(store) as conn:
-        return list(conn.scalars(select(Experiment.name).order_by(Experiment.updated_at.desc(), Experiment.id.desc())))
+    with snapshot(source) as snap:
+        return [r[0] for r in snap.rows("SELECT name FROM experiments ORDER BY updated_at DESC, id DESC")]
 
 
-def resolve_targets(store: Store, targets: list[str] | None, overrides: dict | None = None) -> list[str]:
+def resolve_targets(source, targets: list[str] | None, overrides: dict | None = None) -> list[str]:
     """Turn command-line targets (spec files or stored experiment names) into stored names.
 
     With no target, the most recently updated experiment. Unknown names are a one-line
@@ -93,71 +201,75 @@ def resolve_targets(store: Store, targets: list[str] | None, overrides: dict | N
     """
     from pathlib import Path
 
-    from ablate import plan, spec as spec_mod
-
-    known = experiment_names(store)
+    with snapshot(source) as snap:
+        known = experiment_names(snap)
+        db = snap.db
     if not targets:
         if not known:
-            raise UsageError(f"{store.db} holds no experiments yet (run `ablate run SPEC` first)")
+            raise UsageError(f"{db} holds no experiments yet (run `ablate run SPEC` first)")
         return [known[0]]
     names = []
     for target in targets:
         p = Path(target)
         if p.suffix in (".yaml", ".yml") or p.is_file():
+            from ablate import plan, spec as spec_mod
+
             spec = spec_mod.load_spec(p)
             name = plan.experiment_name(spec, overrides)
             if name not in known:
-                raise UsageError(f"experiment {name!r} (from {target}) is not in {store.db}; run `ablate run {target}` first")
+                raise UsageError(f"experiment {name!r} (from {target}) is not in {db}; run `ablate run {target}` first")
         else:
             name = target
             if name not in known:
                 listing = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "") if known else "none"
-                raise UsageError(f"no experiment named {name!r} in {store.db} (known: {listing})")
+                raise UsageError(f"no experiment named {name!r} in {db} (known: {listing})")
         names.append(name)
     return names
 
 
-def _member_runs(store: Store, names: list[str], with_config: bool = False) -> pd.DataFrame:
-    config = Run.config if with_config else null()
-    point = Member.point if with_config else null()
-    q = (
-        select(Member.run_id, Member.row, Member.variant, Member.role, Member.position, point.label("point"),
-               Experiment.name.label("experiment"), Run.seed, Run.status, Run.model, Run.key, config.label("config"))
-        .join(Experiment, Experiment.id == Member.experiment_id)
-        .join(Run, Run.id == Member.run_id)
-        .where(Experiment.name.in_(names))
+def _member_runs(snap: Snapshot, names: list[str], with_config: bool = False) -> pd.DataFrame:
+    params: dict = {}
+    rows = snap.rows(
+        'SELECT m.run_id, m."row", m.variant, m.role, m."position", '
+        + ('m.point, ' if with_config else 'NULL, ')
+        + 'e.name, r.seed, r.status, r.model, r."key", '
+        + ('r.config ' if with_config else 'NULL ')
+        + "FROM experiment_runs m JOIN experiments e ON e.id = m.experiment_id JOIN runs r ON r.id = m.run_id "
+        + f"WHERE e.name IN {_in(names, 'n', params)}",
+        params,
     )
-    with read_connection(store) as conn:
-        rows = [tuple(r) for r in conn.execute(q)]  # plain tuples: pandas probes Row objects slowly
     cols = ["run_id", "row", "variant", "role", "position", "point", "experiment", "seed", "status", "model", "key", "config"]
     df = pd.DataFrame(rows, columns=cols)
+    if with_config and rows:
+        df["point"] = json_values(df["point"].tolist())
+        df["config"] = json_values(df["config"].tolist())
     order = {n: i for i, n in enumerate(names)}
     df["exp_order"] = df["experiment"].map(order)
     df = df.sort_values(["exp_order", "position"], kind="stable")
     return df.drop_duplicates(["row", "run_id"]).reset_index(drop=True)
 
 
-def _metric_values(store: Store, names: list[str], split: str) -> pd.DataFrame:
-    members = (
-        select(Member.run_id).join(Experiment, Experiment.id == Member.experiment_id)
-        .where(Experiment.name.in_(names)).distinct().subquery()
+def _metric_values(snap: Snapshot, names: list[str], split: str) -> pd.DataFrame:
+    params: dict = {"split": split}
+    rows = snap.rows(
+        "SELECT x.run_id, x.name, x.value FROM metrics x "
+        "JOIN (SELECT DISTINCT m.run_id FROM experiment_runs m JOIN experiments e ON e.id = m.experiment_id "
+        f"WHERE e.name IN {_in(names, 'n', params)}) s ON s.run_id = x.run_id "
+        "WHERE x.split = :split",
+        params,
     )
-    q = (
-        select(Metric.run_id, Metric.name, Metric.value)
-        .join(members, members.c.run_id == Metric.run_id)
-        .where(Metric.split == split)
-    )
-    with read_connection(store) as conn:
-        rows = [tuple(r) for r in conn.execute(q)]
     return pd.DataFrame(rows, columns=["run_id", "name", "value"])
 
 
-def load(store: Store, names: list[str], split: str = "test", with_config: bool = False) -> ExperimentFrame:
+def load(source, names: list[str], split: str = "test", with_config: bool = False) -> ExperimentFrame:
     """Read the named experiments (in that order) with metrics of ``split``; each run's
-    grid point and full config only when asked (plots), as JSON decoding is the costly part."""
+    grid point and full config only when asked (plots), as JSON decoding is the costly part.
+    ``source``: a Store, a Snapshot or a ``--db`` value."""
     if split not in ("test", "valid"):
         raise UsageError(f"--split must be test or valid, got {split!r}")
-    runs = _member_runs(store, names, with_config)
+    with snapshot(source) as snap:
+        runs = _member_runs(snap, names, with_config)
+        long = _metric_values(snap, names, split)
     order: list[str] = []
     role: dict[str, str] = {}
     if not runs.empty:
@@ -168,7 +280,6 @@ def load(store: Store, names: list[str], split: str = "test", with_config: bool 
         first = first.sort_values(["is_variant", "exp", "position"], kind="stable")
         order = list(first.index)
         role = first["role"].to_dict()
-    long = _metric_values(store, names, split)
     done = runs[runs["status"] == DONE][["run_id", "row", "seed"]]
     if long.empty or done.empty:
         values = pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["row", "seed"]))
@@ -181,18 +292,26 @@ def load(store: Store, names: list[str], split: str = "test", with_config: bool 
     return ExperimentFrame(names=names, runs=runs, values=values, rows=order, role=role)
 
 
-def epoch_losses(store: Store, run_ids: list[int]) -> pd.DataFrame:
+def _epochs(snap: Snapshot, run_ids: list[int], columns: str) -> list[tuple]:
+    """Epoch rows of the given runs ordered by run and epoch (ids in chunks: SQL
+    parameter counts are limited)."""
+    out: list[tuple] = []
+    for chunk in _chunks(run_ids):
+        params: dict = {}
+        out += snap.rows(f"SELECT {columns} FROM epochs WHERE run_id IN {_in(chunk, 'r', params)} ORDER BY run_id, epoch",
+                         params)
+    return out
+
+
+def epoch_losses(source, run_ids: list[int]) -> pd.DataFrame:
     """Per-epoch loss terms of the given runs: columns run_id, epoch, then one per term
     in the order the model reported them (the first is the main loss)."""
     if not run_ids:
         return pd.DataFrame(columns=["run_id", "epoch"])
-    with read_connection(store) as conn:
-        rows = conn.execute(
-            select(Epoch.run_id, Epoch.epoch, Epoch.losses, Epoch.valid_score)
-            .where(Epoch.run_id.in_(run_ids)).order_by(Epoch.run_id, Epoch.epoch)
-        ).all()
+    with snapshot(source) as snap:
+        rows = _epochs(snap, run_ids, "run_id, epoch, losses, valid_score")
     records, terms = [], []
-    for rid, ep, losses, valid_score in rows:
+    for (rid, ep, _, valid_score), losses in zip(rows, json_values([r[2] for r in rows])):
         rec = {"run_id": rid, "epoch": ep, "valid_score": valid_score}
         for k, v in (losses or {}).items():
             if k not in terms:
@@ -202,15 +321,14 @@ def epoch_losses(store: Store, run_ids: list[int]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["run_id", "epoch", "valid_score", *terms])
 
 
-def loss_history(store: Store, run_ids: list[int]) -> dict[int, list[dict[str, float]]]:
+def loss_history(source, run_ids: list[int]) -> dict[int, list[dict[str, float]]]:
     """Each run's per-epoch loss-term dicts, epoch order kept; the first key is the main loss."""
     out: dict[int, list[dict[str, float]]] = {}
     if not run_ids:
         return out
-    with read_connection(store) as conn:
-        for rid, losses in conn.execute(
-            select(Epoch.run_id, Epoch.losses).where(Epoch.run_id.in_(run_ids)).order_by(Epoch.run_id, Epoch.epoch)
-        ):
-            if losses:
-                out.setdefault(int(rid), []).append(losses)
+    with snapshot(source) as snap:
+        rows = _epochs(snap, run_ids, "run_id, losses")
+    for (rid, _), losses in zip(rows, json_values([r[1] for r in rows])):
+        if losses:
+            out.setdefault(int(rid), []).append(losses)
     return out

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablate.errors import UsageError
@@ -91,6 +92,11 @@ def _shown(value: float | None, precision: int) -> float | None:
     return float(_fmt(float(value), precision))  # exactly what is printed
 
 
+def _floats(values: np.ndarray) -> list[float | None]:
+    """Python floats, None for NaN."""
+    return [None if v != v else v for v in values.tolist()]
+
+
 def _status_text(counts: dict[str, int]) -> str:
     others = {s: n for s, n in counts.items() if s != "done"}
     return "/".join(sorted(others)) if others else "no metrics"
@@ -120,22 +126,17 @@ def negligible_terms(history: dict[int, list[dict[str, float]]], threshold: floa
     return {t: r for t, r in ratios.items() if t not in ever_big}
 
 
-def _rank(rows: list[Row], metric: str, precision: int) -> None:
+def _rank(rows: list[Row], metric: str, shown: list[float | None]) -> None:
+    """Mark best and second best of one column. ``shown[i]``: row ``i``'s mean as printed
+    (rows in build order: baselines and variants, before any summary or reference row)."""
     lower = metric.split("@")[0].lower() in LOWER_IS_BETTER
-    shown = {}
-    for r in rows:
-        c = r.cells[metric]
-        v = _shown(c.mean, precision)
-        if r.kind in ("baseline", "variant") and v is not None:
-            shown[id(r)] = v
-    distinct = sorted(set(shown.values()), reverse=not lower)
+    competing = [v for r, v in zip(rows, shown) if v is not None and r.kind in ("baseline", "variant")]
+    distinct = sorted(set(competing), reverse=not lower)
     best = distinct[0] if distinct else None
     second = distinct[1] if len(distinct) > 1 else None
-    for r in rows:
-        v = shown.get(id(r))
-        if v is None:
-            continue
-        r.cells[metric].rank = "best" if v == best else "second" if v == second else ""
+    for r, v in zip(rows, shown):
+        if v is not None and r.kind in ("baseline", "variant"):
+            r.cells[metric].rank = "best" if v == best else "second" if v == second else ""
 
 
 def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline: str | None = None,
@@ -158,16 +159,28 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     if sort is not None and sort.lower() not in metrics:
         raise UsageError(f"--sort {sort!r} is not one of the shown metrics ({', '.join(metrics)})")
 
-    base_n = int(frame.n.get(baseline, 0)) if baseline else 0
-    pvalues: dict[str, dict[str, float | None]] = {}
-    if base_n >= 2:
-        multi = [r for r in frame.rows if frame.n.get(r, 0) >= 2]
-        pvalues = {m: stats.paired_many(frame.per_seed(m), baseline, multi) for m in metrics if m in have}
-    means = frame.mean.to_dict("index")  # plain dicts: .at per cell is slow for thousands of rows
-    stds = frame.std.to_dict("index")
+    # Column by column over all rows at once (numpy), then one pass that makes the cells:
+    # per-cell pandas lookups and per-row t-tests cost seconds on 10,000 runs.
+    n_rows = len(frame.rows)
+    ns = frame.n.to_numpy().tolist()
+    base_at = frame.rows.index(baseline) if baseline in frame.rows else None
+    test = base_at is not None and ns[base_at] >= 2
+    means, stds, pvals, sigs, shown = {}, {}, {}, {}, {}
+    for m in metrics:
+        mean = frame.mean[m].to_numpy(float) if m in frame.mean.columns else np.full(n_rows, np.nan)
+        means[m] = _floats(mean)
+        stds[m] = _floats(frame.std[m].to_numpy(float) if m in frame.std.columns else np.full(n_rows, np.nan))
+        shown[m] = [None if v is None else float(_fmt(v, precision)) for v in means[m]]  # compared as printed
+        p = np.full(n_rows, np.nan)
+        if test and m in have:
+            wide = frame.per_seed(m).reindex(frame.rows).to_numpy(float)
+            p = stats.paired_pvalues(wide, wide[base_at])
+            p[base_at] = np.nan
+            p[np.asarray(ns) < 2] = np.nan
+        pvals[m], sigs[m] = _floats(p), stats.marks(p)
     rows: list[Row] = []
-    for name in frame.rows:
-        n = int(frame.n.get(name, 0))
+    for i, name in enumerate(frame.rows):
+        n = ns[i]
         kind = "baseline" if frame.role.get(name) == "baseline" else "variant"
         counts = frame.row_status(name)
         row = Row(name=name, kind=kind, n=n)
@@ -176,21 +189,15 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
             row.cells = {m: Cell(status=row.status) for m in metrics}
         else:
             for m in metrics:
-                mean = means.get(name, {}).get(m, float("nan"))
-                std = stds.get(name, {}).get(m, float("nan"))
-                cell = Cell(mean=None if pd.isna(mean) else float(mean), std=None if pd.isna(std) else float(std), n=n)
-                if cell.mean is None:
-                    cell.status = "n/a"
-                if name != baseline and name in pvalues.get(m, {}):
-                    cell.p = pvalues[m][name]
-                    cell.sig = stats.mark(cell.p)
-                row.cells[m] = cell
+                mean = means[m][i]
+                row.cells[m] = Cell(mean=mean, std=stds[m][i], n=n, p=pvals[m][i], sig=sigs[m][i],
+                                    status="n/a" if mean is None else None)
             pending = {s: c for s, c in counts.items() if s != "done"}
             if pending:
                 row.flags.append(", ".join(f"{c} {s}" for s, c in sorted(pending.items())))
         rows.append(row)
 
-    _flag_identical(rows, metrics, precision)
+    _flag_identical(rows, metrics, shown)
     if losses:
         for row in rows:
             if row.kind != "variant" or row.n == 0:
@@ -210,7 +217,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
                 if delta and c.mean is not None and b.mean:
                     c.delta = c.mean / b.mean - 1
     for m in metrics:
-        _rank(rows, m, precision)
+        _rank(rows, m, shown[m])
     if sort is not None:
         key = sort.lower()
         lower = key.split("@")[0] in LOWER_IS_BETTER
@@ -225,13 +232,13 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline)
 
 
-def _flag_identical(rows: list[Row], metrics: list[str], precision: int) -> None:
+def _flag_identical(rows: list[Row], metrics: list[str], shown: dict[str, list[float | None]]) -> None:
     """Flag a row whose shown numbers all equal an earlier row's (baseline first)."""
     seen: dict[tuple, str] = {}
-    for row in rows:
+    for i, row in enumerate(rows):
         if not row.n:
             continue
-        key = tuple(_shown(row.cells[m].mean, precision) for m in metrics)
+        key = tuple(shown[m][i] for m in metrics)
         if all(v is None for v in key):
             continue
         if key in seen:
@@ -313,10 +320,9 @@ def load_reference(path: Path) -> pd.DataFrame:
 
 
 def _core(cell: Cell, precision: int, pm: str) -> str:
-    text = _fmt(cell.mean, precision)
     if cell.n >= 2 and cell.std is not None:
-        text += f" {pm} {_fmt(cell.std, precision)}"
-    return text
+        return f"{cell.mean:.{precision}f} {pm} {cell.std:.{precision}f}"
+    return f"{cell.mean:.{precision}f}"
 
 
 def _pct(x: float) -> str:
@@ -325,7 +331,8 @@ def _pct(x: float) -> str:
 
 def to_markdown(table: Table) -> str:
     """GitHub markdown in the notebook's style: ``**0.1901**`` best, ``<u>0.1889</u>`` second."""
-    head = ["model", *table.metrics] + (["note"] if table.has_notes else [])
+    notes = table.has_notes  # once: it looks at every row
+    head = ["model", *table.metrics] + (["note"] if notes else [])
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for row in table.rows:
         cells = []
@@ -338,13 +345,17 @@ def to_markdown(table: Table) -> str:
                 cells.append(c.status or "")
                 continue
             text = _core(c, table.precision, "±")
-            text = f"**{text}**" if c.rank == "best" else f"<u>{text}</u>" if c.rank == "second" else text
-            text += c.sig.replace("*", "\\*")
+            if c.rank:
+                text = f"**{text}**" if c.rank == "best" else f"<u>{text}</u>" if c.rank == "second" else text
+            if c.sig:
+                text += c.sig.replace("*", "\\*")
             if c.delta is not None:
                 text += f" ({_pct(c.delta)})"
             cells.append(text)
         label = f"*{row.label}*" if row.kind == "reference" else row.label
-        lines.append("| " + " | ".join([label, *cells] + (["; ".join(row.flags)] if table.has_notes else [])) + " |")
+        if notes:
+            cells.append("; ".join(row.flags))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -359,9 +370,10 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     """A booktabs tabular: ``\\textbf`` best, ``\\underline`` second, ``$^{*}$`` significance."""
-    ncols = 1 + len(table.metrics) + (1 if table.has_notes else 0)
-    spec = "l" + "c" * len(table.metrics) + ("l" if table.has_notes else "")
-    head = ["model", *table.metrics] + (["note"] if table.has_notes else [])
+    notes = table.has_notes  # once: it looks at every row
+    ncols = 1 + len(table.metrics) + (1 if notes else 0)
+    spec = "l" + "c" * len(table.metrics) + ("l" if notes else "")
+    head = ["model", *table.metrics] + (["note"] if notes else [])
     out = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
     prev = None
     for row in table.rows:
@@ -387,7 +399,7 @@ def to_latex(table: Table) -> str:
         label = latex_escape(row.label)
         if row.kind == "reference":
             label = rf"\textit{{{label}}}"
-        parts = [label, *cells] + ([latex_escape("; ".join(row.flags))] if table.has_notes else [])
+        parts = [label, *cells] + ([latex_escape("; ".join(row.flags))] if notes else [])
         assert len(parts) == ncols
         out.append(" & ".join(parts) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
@@ -429,7 +441,8 @@ def to_rich(table: Table):
     rt.add_column("model")
     for m in table.metrics:
         rt.add_column(m, justify="right")
-    if table.has_notes:
+    notes = table.has_notes  # once: it looks at every row
+    if notes:
         rt.add_column("note", style="yellow")
     for row in table.rows:
         cells = []
@@ -449,7 +462,7 @@ def to_rich(table: Table):
                 t.append(f" ({_pct(c.delta)})", style="cyan")
             cells.append(t)
         label = Text(row.label, style="italic" if row.kind == "reference" else "bold" if row.kind == "baseline" else "")
-        rt.add_row(label, *cells, *(["; ".join(row.flags)] if table.has_notes else []))
+        rt.add_row(label, *cells, *(["; ".join(row.flags)] if notes else []))
     return rt
 
 
