@@ -48,8 +48,7 @@ def render_table(db: str, targets: list[str] | None = None, *, overrides: dict |
         data = frame_mod.load(snap, names, split)
         if not data.rows:
             raise UsageError(f"experiment {', '.join(names)} has no runs")
-        variant_ids = [int(x) for x in data.runs.loc[(data.runs["role"] != "baseline") & (data.runs["status"] == "done"), "run_id"]]
-        losses = frame_mod.loss_history(snap, variant_ids)
+        losses = frame_mod.loss_history(snap, data.done_variant_ids())
     ref = table_mod.load_reference(reference) if reference is not None else None
     table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
                             reference=ref, losses=losses, negligible=negligible)

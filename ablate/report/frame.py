@@ -1,14 +1,18 @@
-"""Read an experiment out of the store into pandas: one row per table row, seeds folded.
+"""Read an experiment out of the store: one row per table row, seeds folded.
 
 Two queries, whatever the size of the experiment: members joined with their runs, then
 the metrics of those runs (a join on the membership, not a list of ids, so 10,000 runs
-cost the same two round trips). pandas does the grouping; nothing here touches the ORM.
+cost the same two round trips). Nothing here touches the ORM.
 
 Every query is plain SQL run in one read-only :class:`Snapshot`. A SQLite store at the
 current schema is read with the standard library's ``sqlite3``: a report then never
 imports SQLAlchemy, whose import took longer than reading a 10,000-run table. Any other
 store (PostgreSQL, or a SQLite file that still needs an upgrade) is opened with
 :class:`~ablate.store.Store` and the same SQL runs on its engine.
+
+The folding itself is numpy (per-row means and sample stds, see :func:`_fold`);
+pandas views of the same data (``runs``, ``values``, ``mean``, ``std``, ``n``) are
+built on first use, so a Markdown table never imports pandas either.
 
 A table row is a ``Member.row`` name: runs that differ only by seed share it. Several
 experiments can be read together; a row appearing in more than one (a shared baseline)
@@ -18,15 +22,21 @@ is one row, its runs counted once.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterator
 
-import pandas as pd
+import numpy as np
 
 from ablate.errors import UsageError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DONE = "done"  # Status.DONE.value (ablate.store is not imported: it imports SQLAlchemy)
+RUN_COLUMNS = ["run_id", "row", "variant", "role", "position", "point", "experiment", "seed", "status", "model", "key",
+               "config", "exp_order"]
 
 
 def __getattr__(name: str):
@@ -37,39 +47,38 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass
 class ExperimentFrame:
     """Everything a table or plot needs about the runs of one or more experiments.
 
-    ``runs``: one line per (row, run): run_id, row, variant, role, position, point,
-    seed, status, model, key, config. ``values``: per-seed metric values of done runs,
-    index (row, seed), one column per metric. ``mean`` / ``std`` / ``n``: the same folded
-    over seeds (std is the sample std, NaN for one seed). ``rows``: row names in
-    declaration order (minimum position; baselines first as declared).
+    ``records``: one tuple per (row, run), fields :data:`RUN_COLUMNS`, in declaration
+    order. ``rows``: row names in declaration order (baselines first as declared, then
+    by first position); ``role``: row -> role. ``metrics``: the recorded metric names
+    (sorted). ``pairs``: the (row, seed) of each done run with metrics, one per row and
+    seed, and ``matrix`` their values (pairs x metrics, NaN where one is missing).
+
+    Per row, aligned with ``rows``: ``counts`` (seeds with results), ``means`` and
+    ``stds`` (rows x metrics; std is the sample std, NaN for one seed).
+
+    pandas views, built when first asked for: ``runs`` (a DataFrame of the records),
+    ``values`` (``matrix`` indexed by (row, seed)), ``mean`` / ``std`` (rows x metrics)
+    and ``n`` (seeds per row).
     """
 
-    names: list[str]
-    runs: pd.DataFrame
-    values: pd.DataFrame
-    rows: list[str]
-    role: dict[str, str]
-    mean: pd.DataFrame = field(init=False)
-    std: pd.DataFrame = field(init=False)
-    n: pd.Series = field(init=False)
-
-    def __post_init__(self) -> None:
-        grouped = self.values.groupby(level="row", sort=False)
-        self.mean = grouped.mean().reindex(self.rows)
-        self.std = grouped.std(ddof=1).reindex(self.rows)
-        self.n = grouped.size().reindex(self.rows).fillna(0).astype(int)
+    def __init__(self, names: list[str], records: list[tuple], rows: list[str], role: dict[str, str],
+                 metrics: list[str], pairs: list[tuple], matrix: np.ndarray):
+        self.names, self.records, self.rows, self.role = names, records, rows, role
+        self.metrics, self.pairs, self.matrix = metrics, pairs, matrix
+        at = {r: i for i, r in enumerate(rows)}
+        pair_row = np.array([at[r] for r, _ in pairs], dtype=np.intp)
+        self.counts = np.bincount(pair_row, minlength=len(rows)).astype(np.int64)
+        self.means, self.stds = _fold(pair_row, matrix, len(rows))
         # Per-row lookups computed once (a per-row filter would be quadratic in runs).
         self._status: dict[str, dict[str, int]] = {}
         self._ids: dict[str, list[int]] = {}
-        if not self.runs.empty:
-            for (row, status), count in self.runs.groupby(["row", "status"], sort=False).size().items():
-                self._status.setdefault(row, {})[status] = int(count)
-            for row, rid in zip(self.runs["row"], self.runs["run_id"]):  # rows are unique per (row, run)
-                self._ids.setdefault(row, []).append(int(rid))
+        for rec in records:  # unique per (row, run)
+            counts = self._status.setdefault(rec[1], {})
+            counts[rec[8]] = counts.get(rec[8], 0) + 1
+            self._ids.setdefault(rec[1], []).append(int(rec[0]))
 
     def row_status(self, row: str) -> dict[str, int]:
         """Counts of run statuses in a row, e.g. ``{"done": 2, "running": 1}``."""
@@ -78,13 +87,104 @@ class ExperimentFrame:
     def run_ids(self, row: str | None = None) -> list[int]:
         if row is not None:
             return list(self._ids.get(row, []))
-        return [int(x) for x in self.runs["run_id"].unique()]
+        return list(dict.fromkeys(int(rec[0]) for rec in self.records))
 
-    def per_seed(self, metric: str) -> pd.DataFrame:
-        """One metric as a rows x seeds matrix (NaN where a seed is missing)."""
+    def done_variant_ids(self) -> list[int]:
+        """Ids of the finished runs of variant rows (whose loss terms a table checks)."""
+        return [int(rec[0]) for rec in self.records if rec[3] != "baseline" and rec[8] == DONE]
+
+    def column(self, metric: str, of: str = "means") -> np.ndarray:
+        """One metric's per-row ``means`` or ``stds`` (NaN when it was not recorded)."""
+        if metric not in self.metrics:
+            return np.full(len(self.rows), np.nan)
+        return getattr(self, of)[:, self.metrics.index(metric)]
+
+    def seed_matrix(self, metric: str) -> np.ndarray:
+        """One metric as rows x seeds (all seeds seen, NaN where a row lacks one)."""
+        seeds = sorted({seed for _, seed in self.pairs})
+        out = np.full((len(self.rows), len(seeds)), np.nan)
+        if metric in self.metrics and self.pairs:
+            at, col = {r: i for i, r in enumerate(self.rows)}, {s: j for j, s in enumerate(seeds)}
+            out[[at[r] for r, _ in self.pairs], [col[s] for _, s in self.pairs]] = self.matrix[:, self.metrics.index(metric)]
+        return out
+
+    # ------------------------------------------------------------------ pandas views
+
+    @cached_property
+    def runs(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.records, columns=RUN_COLUMNS)
+
+    @cached_property
+    def values(self):
+        import pandas as pd
+
+        if not self.metrics:
+            return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["row", "seed"]))
+        index = pd.MultiIndex.from_arrays([pd.Series([r for r, _ in self.pairs], dtype="str"),
+                                           np.array([s for _, s in self.pairs], dtype=np.int64)], names=["row", "seed"])
+        return pd.DataFrame(self.matrix, index=index, columns=list(self.metrics))
+
+    @cached_property
+    def mean(self):
+        return self._per_row(self.means)
+
+    @cached_property
+    def std(self):
+        return self._per_row(self.stds)
+
+    @cached_property
+    def n(self):
+        import pandas as pd
+
+        return pd.Series(self.counts, index=pd.Index(self.rows, dtype="str", name="row"))
+
+    def _per_row(self, data: np.ndarray):
+        import pandas as pd
+
+        return pd.DataFrame(data, index=pd.Index(self.rows, dtype="str", name="row"), columns=list(self.metrics))
+
+    def per_seed(self, metric: str):
+        """One metric as a rows x seeds DataFrame (NaN where a seed is missing)."""
+        import pandas as pd
+
         if metric not in self.values.columns:
             return pd.DataFrame()
         return self.values[metric].unstack("seed")
+
+
+def _fold(pair_row: np.ndarray, matrix: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and sample std (ddof 1) of ``matrix`` (pairs x metrics), NaN skipped.
+
+    The mean is the sum of a row's values in declaration order over their count (what
+    ``Series.mean`` gives for a row's few seeds), the variance Welford's running update
+    (as pandas' groupby). Vectorised over rows and metrics, one step per seed (rows have
+    few), never one per value.
+    """
+    n_metrics = matrix.shape[1]
+    total, count = np.zeros((n_rows, n_metrics)), np.zeros((n_rows, n_metrics))
+    w_mean, w_m2 = np.zeros((n_rows, n_metrics)), np.zeros((n_rows, n_metrics))
+    # the k-th value of each row, k = 0, 1, ...: pairs in order, numbered within their row
+    order = np.argsort(pair_row, kind="stable")
+    sorted_rows = pair_row[order]
+    slot = np.empty(len(pair_row), dtype=np.intp)
+    slot[order] = np.arange(len(pair_row)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+    for k in range(int(slot.max()) + 1 if len(slot) else 0):
+        take = slot == k
+        r, x = pair_row[take], matrix[take]
+        ok = ~np.isnan(x)
+        total[r] = np.where(ok, total[r] + x, total[r])
+        n1 = count[r] + ok
+        old = w_mean[r]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new = np.where(ok, old + (x - old) / n1, old)
+        w_m2[r] = np.where(ok, w_m2[r] + (x - new) * (x - old), w_m2[r])
+        w_mean[r], count[r] = new, n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+        std = np.where(count > 1, np.sqrt(w_m2 / (count - 1)), np.nan)
+    return mean, std
 
 
 def read_connection(store):
@@ -227,7 +327,9 @@ def resolve_targets(source, targets: list[str] | None, overrides: dict | None = 
     return names
 
 
-def _member_runs(snap: Snapshot, names: list[str], with_config: bool = False) -> pd.DataFrame:
+def _member_runs(snap: Snapshot, names: list[str], with_config: bool = False) -> list[tuple]:
+    """(row, run) records (:data:`RUN_COLUMNS`) in declaration order: by experiment as
+    named, then position; a run listed twice in a row counts once."""
     params: dict = {}
     rows = snap.rows(
         'SELECT m.run_id, m."row", m.variant, m.role, m."position", '
@@ -238,27 +340,30 @@ def _member_runs(snap: Snapshot, names: list[str], with_config: bool = False) ->
         + f"WHERE e.name IN {_in(names, 'n', params)}",
         params,
     )
-    cols = ["run_id", "row", "variant", "role", "position", "point", "experiment", "seed", "status", "model", "key", "config"]
-    df = pd.DataFrame(rows, columns=cols)
     if with_config and rows:
-        df["point"] = json_values(df["point"].tolist())
-        df["config"] = json_values(df["config"].tolist())
+        points, configs = json_values([r[5] for r in rows]), json_values([r[11] for r in rows])
+        rows = [(*r[:5], p, *r[6:11], c) for r, p, c in zip(rows, points, configs)]
     order = {n: i for i, n in enumerate(names)}
-    df["exp_order"] = df["experiment"].map(order)
-    df = df.sort_values(["exp_order", "position"], kind="stable")
-    return df.drop_duplicates(["row", "run_id"]).reset_index(drop=True)
+    rows = sorted(((*r, order[r[6]]) for r in rows), key=lambda r: (r[12], r[4]))  # stable
+    seen: set = set()
+    out = []
+    for r in rows:
+        if (r[1], r[0]) not in seen:
+            seen.add((r[1], r[0]))
+            out.append(r)
+    return out
 
 
-def _metric_values(snap: Snapshot, names: list[str], split: str) -> pd.DataFrame:
+def _metric_values(snap: Snapshot, names: list[str], split: str) -> list[tuple]:
+    """(run_id, name, value) of the metrics of ``split`` of the experiments' runs."""
     params: dict = {"split": split}
-    rows = snap.rows(
+    return snap.rows(
         "SELECT x.run_id, x.name, x.value FROM metrics x "
         "JOIN (SELECT DISTINCT m.run_id FROM experiment_runs m JOIN experiments e ON e.id = m.experiment_id "
         f"WHERE e.name IN {_in(names, 'n', params)}) s ON s.run_id = x.run_id "
         "WHERE x.split = :split",
         params,
     )
-    return pd.DataFrame(rows, columns=["run_id", "name", "value"])
 
 
 def load(source, names: list[str], split: str = "test", with_config: bool = False) -> ExperimentFrame:
@@ -268,28 +373,37 @@ def load(source, names: list[str], split: str = "test", with_config: bool = Fals
     if split not in ("test", "valid"):
         raise UsageError(f"--split must be test or valid, got {split!r}")
     with snapshot(source) as snap:
-        runs = _member_runs(snap, names, with_config)
+        records = _member_runs(snap, names, with_config)
         long = _metric_values(snap, names, split)
-    order: list[str] = []
-    role: dict[str, str] = {}
-    if not runs.empty:
-        # Baselines first as declared, then variants by their first position.
-        first = runs.groupby("row", sort=False).agg(position=("position", "min"), exp=("exp_order", "min"),
-                                                    role=("role", "first"))
-        first["is_variant"] = first["role"] != "baseline"
-        first = first.sort_values(["is_variant", "exp", "position"], kind="stable")
-        order = list(first.index)
-        role = first["role"].to_dict()
-    done = runs[runs["status"] == DONE][["run_id", "row", "seed"]]
-    if long.empty or done.empty:
-        values = pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["row", "seed"]))
-    else:
-        wide = long.pivot_table(index="run_id", columns="name", values="value", aggfunc="first")
-        wide.columns.name = None
-        values = done.merge(wide, left_on="run_id", right_index=True, how="inner")
-        # A row holds one run per seed; a shared run listed twice counts once.
-        values = values.drop_duplicates(["row", "seed"]).set_index(["row", "seed"]).drop(columns="run_id")
-    return ExperimentFrame(names=names, runs=runs, values=values, rows=order, role=role)
+    # Rows: baselines first as declared, then variants by their first position.
+    first: dict[str, list] = {}
+    for rec in records:
+        row, position, exp = rec[1], rec[4], rec[12]
+        f = first.get(row)
+        if f is None:
+            first[row] = [position, exp, rec[3]]
+        else:
+            f[0], f[1] = min(f[0], position), min(f[1], exp)
+    rows = sorted(first, key=lambda r: (first[r][2] != "baseline", first[r][1], first[r][0]))  # stable
+    role = {r: first[r][2] for r in rows}
+    # Values: a row holds one run per seed (the first listed), a run counts when it is
+    # done and has at least one value; a metric counts when some run has a value.
+    done = [rec for rec in records if rec[8] == DONE]
+    by_run: dict[int, dict[str, float]] = {}
+    for rid, name, value in long:
+        if value is not None:
+            by_run.setdefault(rid, {}).setdefault(name, value)
+    metrics = sorted({name for values in by_run.values() for name in values}) if done else []
+    pairs, vectors, seen = [], [], set()
+    for rec in done:
+        got = by_run.get(rec[0])
+        if got is None or (rec[1], rec[7]) in seen:
+            continue
+        seen.add((rec[1], rec[7]))
+        pairs.append((rec[1], rec[7]))
+        vectors.append([got.get(m, math.nan) for m in metrics])
+    matrix = np.array(vectors, dtype=float).reshape(len(pairs), len(metrics))
+    return ExperimentFrame(names, records, rows, role, metrics, pairs, matrix)
 
 
 def _epochs(snap: Snapshot, run_ids: list[int], columns: str) -> list[tuple]:
@@ -306,6 +420,8 @@ def _epochs(snap: Snapshot, run_ids: list[int], columns: str) -> list[tuple]:
 def epoch_losses(source, run_ids: list[int]) -> pd.DataFrame:
     """Per-epoch loss terms of the given runs: columns run_id, epoch, then one per term
     in the order the model reported them (the first is the main loss)."""
+    import pandas as pd
+
     if not run_ids:
         return pd.DataFrame(columns=["run_id", "epoch"])
     with snapshot(source) as snap:

@@ -23,13 +23,16 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ablate.errors import UsageError
 from ablate.report import stats
 from ablate.report.frame import ExperimentFrame
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: a Markdown table never needs it
 
 DEFAULT_METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
 # RecBole metrics where smaller is better; everything else (recall, ndcg, mrr, hit, ...) is larger-better.
@@ -84,12 +87,6 @@ class Table:
 
 def _fmt(value: float, precision: int) -> str:
     return f"{value:.{precision}f}"
-
-
-def _shown(value: float | None, precision: int) -> float | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return float(_fmt(float(value), precision))  # exactly what is printed
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
@@ -147,7 +144,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     metrics = [m.lower() for m in (metrics or DEFAULT_METRICS)]
     if precision < 0 or precision > 10:
         raise UsageError(f"--precision must be between 0 and 10, got {precision}")
-    have = set(frame.values.columns)
+    have = set(frame.metrics)
     if have:
         missing = [m for m in metrics if m not in have]
         if len(missing) == len(metrics):
@@ -162,21 +159,20 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     # Column by column over all rows at once (numpy), then one pass that makes the cells:
     # per-cell pandas lookups and per-row t-tests cost seconds on 10,000 runs.
     n_rows = len(frame.rows)
-    ns = frame.n.to_numpy().tolist()
+    ns = frame.counts.tolist()
     base_at = frame.rows.index(baseline) if baseline in frame.rows else None
     test = base_at is not None and ns[base_at] >= 2
     means, stds, pvals, sigs, shown = {}, {}, {}, {}, {}
     for m in metrics:
-        mean = frame.mean[m].to_numpy(float) if m in frame.mean.columns else np.full(n_rows, np.nan)
-        means[m] = _floats(mean)
-        stds[m] = _floats(frame.std[m].to_numpy(float) if m in frame.std.columns else np.full(n_rows, np.nan))
+        means[m] = _floats(frame.column(m, "means"))
+        stds[m] = _floats(frame.column(m, "stds"))
         shown[m] = [None if v is None else float(_fmt(v, precision)) for v in means[m]]  # compared as printed
         p = np.full(n_rows, np.nan)
         if test and m in have:
-            wide = frame.per_seed(m).reindex(frame.rows).to_numpy(float)
+            wide = frame.seed_matrix(m)
             p = stats.paired_pvalues(wide, wide[base_at])
             p[base_at] = np.nan
-            p[np.asarray(ns) < 2] = np.nan
+            p[frame.counts < 2] = np.nan
         pvals[m], sigs[m] = _floats(p), stats.marks(p)
     rows: list[Row] = []
     for i, name in enumerate(frame.rows):
@@ -266,6 +262,8 @@ def _best_variant_delta(rows: list[Row], base: Row, metrics: list[str], precisio
 
 
 def _reference_rows(reference: pd.DataFrame, metrics: list[str]) -> list[Row]:
+    import pandas as pd
+
     out = []
     for name, values in reference.iterrows():
         row = Row(name=str(name), kind="reference")
@@ -282,6 +280,8 @@ def load_reference(path: Path) -> pd.DataFrame:
     YAML: either ``{LightGCN: {recall@20: 0.1830, ...}, ...}`` or a list of mappings with
     a ``name`` (or ``model``) key. CSV: a ``name`` or ``model`` column, else the first.
     """
+    import pandas as pd
+
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--reference {path}: no such file")
@@ -408,6 +408,8 @@ def to_latex(table: Table) -> str:
 
 def to_frame(table: Table) -> pd.DataFrame:
     """The table as data (full precision, no marks): one line per row, summary left out."""
+    import pandas as pd
+
     records = []
     with_delta = {m for m in table.metrics for r in table.rows if r.kind != "summary" and r.cells[m].delta is not None}
     for row in table.rows:

@@ -105,6 +105,9 @@ def slurm_flow(spec: Path, db, folder: Path, fake_slurm: Path) -> None:
     assert runs[2].status == "interrupted" and "4242_1 ended (PREEMPTED)" in runs[2].error
     assert [(e.epoch, e.losses, e.valid_score) for e in runs[2].epochs] == [(0, {"loss": 0.9}, None)]
     assert "nothing to collect" in cli("collect", spec, "--db", db).output
+    # The table reads the same store (PostgreSQL through SQLAlchemy, a SQLite file with sqlite3).
+    out = cli("table", spec, "--db", db, "--md", "-m", "recall@10,ndcg@10").output
+    assert "| LightGCN | **0.1250** | **0.0625** |" in out and "| deeper | interrupted | interrupted |" in out, out
 
     # The next run resubmits only the interrupted run; cancel stops its job.
     res = cli("run", spec, "--db", db, "--executor", "slurm", "--slurm-folder", folder, "--no-wait")
