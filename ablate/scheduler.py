@@ -15,13 +15,14 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy.exc import DBAPIError
+from typing import TYPE_CHECKING
 
 from ablate.errors import StoreError, UsageError
 from ablate.executors.base import Executor
 from ablate.executors.local import Slot
-from ablate.store import Run, Status, Store
+
+if TYPE_CHECKING:  # ablate.store imports SQLAlchemy (~0.2 s): `ablate run` needs the slots first
+    from ablate.store import Run, Store
 
 HEARTBEAT_EVERY = 5.0
 
@@ -36,7 +37,7 @@ def visible_gpus() -> list[str]:
     given *physical* ids: with CUDA_VISIBLE_DEVICES=2,3, logical GPU 0 is physical 2.
     """
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not _nvidia_driver_present():
+    if not nvidia_driver_present():
         return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
     try:
         import torch
@@ -50,7 +51,7 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def _nvidia_driver_present() -> bool:
+def nvidia_driver_present() -> bool:
     """Cheap check before asking torch: the driver's proc entry or nvidia-smi exists."""
     import shutil
 
@@ -170,6 +171,8 @@ class Sweep:
             self.view.event(ev)
 
     def _finish(self, rid: int, ev: dict) -> None:
+        from ablate.store import Status
+
         status = Status(ev["status"])
         fields = {k: ev[k] for k in ("epoch", "best_epoch", "wall_seconds", "versions", "peak_mem_mb") if ev.get(k) is not None}
         info = self.in_flight.pop(rid)
@@ -195,6 +198,10 @@ class Sweep:
                 self.executor.cancel(rid, "timeout", f"timed out after {self.timeout:g} s")
 
     def run(self) -> Summary:
+        from sqlalchemy.exc import DBAPIError
+
+        from ablate.store import Status
+
         last_beat = 0.0
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)

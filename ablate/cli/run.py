@@ -56,43 +56,47 @@ def run_cmd(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
-    from rich.console import Console
-
-    from ablate import plan, spec as spec_mod
-
-    overrides = parse_overrides(override)
-    spec = spec_mod.load_spec(spec_path)
-    runs = plan.expand(spec, overrides)
-    console = Console()
-    if timeout is not None and timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    for a, b in plan.duplicates(runs):
-        console.print(f"[yellow]warning:[/yellow] rows {a!r} and {b!r} resolve to the same config; they share one run")
-
-    if dry_run:
-        from ablate.store import Store
-
-        done: set[str] = set()
-        if Store_exists(db):
-            store = Store(db, create=False)
-            done = {r.key for r in store.runs(with_children=False) if r.status == "done" and r.rerun_of is None}
-        print_plan(runs, done, console)
-        return 0
-
-    from ablate.executors.local import LocalExecutor
-
-    if executor_kind not in ("local", "slurm"):
-        raise UsageError(f"--executor expects local or slurm, got {executor_kind!r}")
-    from ablate.executors import slurm
-
-    if executor_kind == "slurm":  # bad Slurm options fail before anything is stored
-        slurm.check_options(time_limit, per_gpu, gpus_per_job, array_parallelism)
-    slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
-    executor = None
-    if executor_kind == "local":
-        executor = LocalExecutor(slots, cache=warm, simulate=simulate)
-        executor.prestart(min(len(slots), len(runs)))
+    executor = _early_executor(gpus, per_gpu, jobs, cpu, warm) if executor_kind == "local" and not dry_run else None
     try:
+        from rich.console import Console
+
+        from ablate import plan, spec as spec_mod
+
+        overrides = parse_overrides(override)
+        spec = spec_mod.load_spec(spec_path)
+        runs = plan.expand(spec, overrides)
+        console = Console()
+        if timeout is not None and timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        for a, b in plan.duplicates(runs):
+            console.print(f"[yellow]warning:[/yellow] rows {a!r} and {b!r} resolve to the same config; they share one run")
+
+        if dry_run:
+            from ablate.store import Store
+
+            done: set[str] = set()
+            if Store_exists(db):
+                store = Store(db, create=False)
+                done = {r.key for r in store.runs(with_children=False) if r.status == "done" and r.rerun_of is None}
+            print_plan(runs, done, console)
+            return 0
+
+        from ablate.executors.local import LocalExecutor
+
+        if executor_kind not in ("local", "slurm"):
+            raise UsageError(f"--executor expects local or slurm, got {executor_kind!r}")
+        from ablate.executors import slurm
+
+        if executor_kind == "slurm":  # bad Slurm options fail before anything is stored
+            slurm.check_options(time_limit, per_gpu, gpus_per_job, array_parallelism)
+        if executor is not None:
+            slots = executor.slots
+        else:
+            slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
+            if executor_kind == "local":
+                executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+        if executor is not None:
+            executor.prestart(min(len(slots), len(runs)))
         return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
                       force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
                       gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,
@@ -100,6 +104,26 @@ def run_cmd(
     finally:
         if executor is not None:
             executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
+
+
+def _early_executor(gpus, per_gpu, jobs, cpu, warm):
+    """A local executor whose first worker is already starting, made before the spec is
+    read: the worker's torch/RecBole imports (seconds) then overlap with parsing, planning
+    and opening the store. Only where the slots are known without importing torch (CPU
+    runs); None elsewhere, and on a bad option (reported in its usual place, after the
+    spec's own errors)."""
+    from ablate.executors.local import LocalExecutor
+    from ablate.scheduler import nvidia_driver_present
+
+    if not cpu and nvidia_driver_present():
+        return None  # counting GPUs imports torch: slots are made after the spec, as before
+    try:
+        slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
+    except UsageError:
+        return None
+    executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+    executor.prestart(1)
+    return executor
 
 
 def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, *, per_gpu, force, timeout,
