@@ -14,8 +14,6 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ablate.spec import load_yaml
-
 
 @lru_cache(maxsize=1)
 def recbole_dir() -> Path:
@@ -74,6 +72,8 @@ def defaults_file(name: str) -> Path | None:
 
 @lru_cache(maxsize=None)
 def model_defaults(name: str) -> dict:
+    from ablate.spec import load_yaml  # pydantic and yaml: the planner's, never a worker's
+
     path = defaults_file(name)
     if path is None:
         return {}
@@ -90,6 +90,8 @@ _EXTRA_KEYS = {
 
 @lru_cache(maxsize=1)
 def _general_keys() -> frozenset[str]:
+    from ablate.spec import load_yaml
+
     keys: set[str] = set(_EXTRA_KEYS)
     props = recbole_dir() / "properties"
     for path in [props / "overall.yaml", *sorted((props / "dataset").glob("*.yaml"))]:
