@@ -74,10 +74,17 @@ def bare_run(model: str, config: dict, cwd: Path, threads: int | None = None, gp
     return result
 
 
+def ablate_command() -> list[str]:
+    """``ablate`` as a user starts it: the console script installed next to this
+    interpreter (multiprocessing's spawn re-runs that script in every worker, so what it
+    imports is part of the measure), else ``python -m ablate``."""
+    script = Path(sys.executable).with_name("ablate")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ablate"]
+
+
 def ablate_run(spec_path: Path, db: Path, *args: str) -> float:
     """``ablate run SPEC --db DB ARGS`` in a fresh process; returns the wall time."""
-    cmd = [sys.executable, "-c", "import sys; from ablate.cli import main; sys.argv[0] = 'ablate'; main()",
-           "run", str(spec_path), "--db", str(db), *args]
+    cmd = [*ablate_command(), "run", str(spec_path), "--db", str(db), *args]
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=db.parent, capture_output=True, text=True, env=_env())
     wall = time.perf_counter() - t

@@ -31,6 +31,7 @@ def main() -> int:
     (run,) = c.planned(spec)
     bare_t, abl_t, problems = [], [], []
     print(f"overhead: 1 LightGCN run on ml-100k, {args.epochs} epochs, {args.repeat} repeat(s), folder {tmp}", flush=True)
+    print(f"  ablate is started as: {' '.join(c.ablate_command())}", flush=True)
     for rep in range(args.repeat):
         res = c.bare_run(run.model, run.config, tmp / f"bare{rep}")
         bare_t.append(res["wall"])
