@@ -239,6 +239,8 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
 
     Never raises for a problem of the run itself: a NaN loss, an exception or an
     out-of-memory error become the run's status. ``KeyboardInterrupt`` propagates.
+    ``finished`` is emitted last, once the run's log is flushed and closed: from then on
+    the worker holds nothing of the run, and the coordinator may stop it at once.
     """
     run_id = task["run_id"]
     run_dir = Path(task["run_dir"])
@@ -250,27 +252,29 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     emit({**base, "type": "started", "device": f"cuda:{gpu}" if gpu is not None else "cpu", "log_path": str(log_path)})
 
     def finished(status: str, **extra) -> dict:
-        event = {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],
-                 "wall_seconds": time.time() - t0, **extra}
-        emit(event)
-        return event
+        return {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],
+                "wall_seconds": time.time() - t0, **extra}
 
+    event = None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        return finished("failed", error=f"cannot create run folder {run_dir}: {err.strerror or err}")
+        event = finished("failed", error=f"cannot create run folder {run_dir}: {err.strerror or err}")
+    if event is None:
+        try:
+            with _run_logging(log_path), _torch_globals():
+                if task.get("threads"):  # the slot's share of the cores (it can change under --per-gpu auto)
+                    import torch
 
-    try:
-        with _run_logging(log_path), _torch_globals():
-            if task.get("threads"):  # the slot's share of the cores (it can change under --per-gpu auto)
-                import torch
-
-                torch.set_num_threads(int(task["threads"]))
-            return _train(task, emit, base, state, finished, cache)
-    except KeyboardInterrupt:
-        raise
-    except OSError as err:  # e.g. the log folder is unwritable or the disk is full
-        return finished("failed", error=f"{type(err).__name__}: {err}")
+                    torch.set_num_threads(int(task["threads"]))
+                event = _train(task, emit, base, state, finished, cache)
+        except KeyboardInterrupt:
+            raise
+        except OSError as err:  # e.g. the log folder is unwritable or the disk is full
+            if event is None:  # else the run ended and only closing its log failed: its result stands
+                event = finished("failed", error=f"{type(err).__name__}: {err}")
+    emit(event)
+    return event
 
 
 def _train(task, emit, base, state, finished, cache):

@@ -204,9 +204,10 @@ class LocalExecutor(Executor):
 
     def shutdown(self, kill: bool = False) -> None:
         """Stop the workers. An idle worker holds nothing worth waiting for (every result
-        is already in the coordinator's hands), so it is killed at once: tearing down
-        torch took ~1.6 s, and a 0.3 s grace period for a clean exit was always spent
-        (no worker got out in time). A busy one, without ``kill``, finishes its run."""
+        is already in the coordinator's hands, and a worker reports a run finished only
+        after closing its log), so it is killed at once: tearing down torch took ~1.6 s,
+        and a 0.3 s grace period for a clean exit was always spent (no worker got out in
+        time). A busy one, without ``kill``, finishes its run."""
         for slot in self.slots:
             if slot.process is None:
                 continue
