@@ -249,7 +249,10 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     state = {"epoch": None, "best_epoch": None, "best_score": None}
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
     gpu = task.get("gpu")
-    emit({**base, "type": "started", "device": f"cuda:{gpu}" if gpu is not None else "cpu", "log_path": str(log_path)})
+    device = f"cuda:{gpu}" if gpu is not None else "cpu"
+    if os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):  # ablate run --mps: this run shared its GPU through MPS
+        device += "+mps"
+    emit({**base, "type": "started", "device": device, "log_path": str(log_path)})
 
     def finished(status: str, **extra) -> dict:
         return {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,9 +55,13 @@ def run_cmd(
     array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", help="Slurm jobs of the array running at once.")] = None,
     slurm_folder: Annotated[Optional[Path], typer.Option("--slurm-folder", help="Shared folder for job files and results (default: WORKDIR/slurm).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
+    mps: Annotated[bool, typer.Option("--mps", help="Runs packed on a GPU share it through a private CUDA MPS daemon, so their kernels run at once.")] = False,
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
-    executor = _early_executor(gpus, per_gpu, jobs, cpu, warm) if executor_kind == "local" and not dry_run else None
+    # Under --mps, workers must be spawned after the daemon is up (they inherit its folders).
+    early = executor_kind == "local" and not dry_run and not mps
+    executor = _early_executor(gpus, per_gpu, jobs, cpu, warm) if early else None
+    daemon = None
     try:
         from rich.console import Console
 
@@ -95,6 +100,8 @@ def run_cmd(
             slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
             if executor_kind == "local":
                 executor = LocalExecutor(slots, cache=warm, simulate=simulate)
+        if mps:
+            daemon = _start_mps(executor_kind, slots)
         if executor is not None:
             executor.prestart(min(len(slots), len(runs)))
         return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
@@ -104,6 +111,28 @@ def run_cmd(
     finally:
         if executor is not None:
             executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
+        if daemon is not None:  # after the workers, its clients, are gone
+            daemon.stop()
+            shutil.rmtree(daemon.folder, ignore_errors=True)
+
+
+def _start_mps(executor_kind: str, slots):
+    """Start ablate's own MPS daemon for this sweep (see :mod:`ablate.executors.mps`)."""
+    import tempfile
+
+    from ablate.executors.mps import MPSDaemon, MPSError
+
+    if executor_kind != "local":
+        raise UsageError("--mps is for runs on this machine's GPUs (--executor local)")
+    if not any(s.gpu is not None for s in slots):
+        raise UsageError("--mps needs GPUs, and these runs go to the CPU")
+    daemon = MPSDaemon(Path(tempfile.mkdtemp(prefix="ablate-mps-")))
+    try:
+        daemon.start()
+    except MPSError as exc:
+        shutil.rmtree(daemon.folder, ignore_errors=True)
+        raise UsageError(str(exc)) from None
+    return daemon
 
 
 def _early_executor(gpus, per_gpu, jobs, cpu, warm):

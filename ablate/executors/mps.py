@@ -1,0 +1,92 @@
+"""A private CUDA MPS daemon for runs packed onto one GPU (``ablate run --mps``).
+
+Without MPS a GPU time-slices between processes: each packed run owns a CUDA context and
+the contexts take turns, so four small graph models whose kernels each fill a fraction of
+the GPU still run one at a time, plus the switches. Under MPS (NVIDIA's Multi-Process
+Service) every client's work goes through one server context, and kernels of different
+runs execute at the same time.
+
+ablate starts its own control daemon with its own pipe and log folders (under the run's
+work folder), so it needs no root, leaves any system-wide daemon alone, and is quit when
+the sweep ends, whatever way it ends. Workers find it through ``CUDA_MPS_PIPE_DIRECTORY``
+and ``CUDA_MPS_LOG_DIRECTORY``, set in the coordinator's environment before any worker is
+spawned (a spawned process inherits it); the coordinator itself never opens a CUDA context.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+CONTROL = "nvidia-cuda-mps-control"
+ENV_KEYS = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+
+
+class MPSError(RuntimeError):
+    """The daemon cannot be started; the message is one line for the user."""
+
+
+class MPSDaemon:
+    """``with MPSDaemon(folder):`` — start the daemon, export its folders, quit it on exit."""
+
+    def __init__(self, folder: Path, start_timeout: float = 20.0):
+        self.folder = Path(folder)
+        self.pipe = self.folder / "pipe"
+        self.log = self.folder / "log"
+        self.start_timeout = start_timeout
+        self._saved: dict[str, str | None] = {}
+        self._exe: str | None = None
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+
+    def start(self) -> None:
+        self._exe = shutil.which(CONTROL)
+        if self._exe is None:
+            raise MPSError(f"--mps needs {CONTROL} (part of the NVIDIA driver) on PATH; it was not found")
+        self.pipe.mkdir(parents=True, exist_ok=True)
+        self.log.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.run([self._exe, "-d"], env=self._env(), capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MPSError(f"cannot start the MPS daemon: {exc}") from None
+        if proc.returncode != 0:
+            why = (proc.stderr or proc.stdout).strip().splitlines()
+            raise MPSError(f"the MPS daemon did not start (exit {proc.returncode}): {why[-1] if why else 'no message'}")
+        deadline = time.monotonic() + self.start_timeout
+        while not (self.pipe / "control").exists():  # the daemon creates its control pipe once it serves
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MPSError(f"the MPS daemon started but made no control pipe in {self.pipe} "
+                               f"within {self.start_timeout:.0f} s; see {self.log}/control.log")
+            time.sleep(0.05)
+        for key in ENV_KEYS:
+            self._saved[key] = os.environ.get(key)
+        os.environ["CUDA_MPS_PIPE_DIRECTORY"] = str(self.pipe)
+        os.environ["CUDA_MPS_LOG_DIRECTORY"] = str(self.log)
+
+    def stop(self) -> None:
+        """Quit the daemon (it waits for its clients, the workers, to exit) and restore the
+        environment. Never raises: it runs on every way out of a sweep."""
+        if self._exe is not None:
+            try:
+                subprocess.run([self._exe], input="quit\n", env=self._env(), capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._exe = None
+        for key, val in self._saved.items():
+            if val is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = val
+        self._saved.clear()
+
+    def __enter__(self) -> "MPSDaemon":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every GPU measurement of this project in one command, sized for one device call
+# (about 8 minutes on an H100). Run it on the lent GPU machine, then read $OUT/*.txt:
+#
+#   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
+#   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
+#                       run of bench/ot_overhead.py (issue target: ratio <= 1.5)
+#   3. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
+#                       (bench/gpu_sweep.sh; issue target: packed throughput >= 2.5x)
+#
+# On a bare machine with CUDA torch but without RecBole and friends, bring their wheels
+# (git-ignored folder, see README "Performance") and the data:
+#
+#   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_check.sh
+#
+# Env: WHEELS (folder of wheels to put on PYTHONPATH first), ABLATE_DATA (folder holding
+# ml-1m/), OUT (default bench/out), OT_EPOCHS (3), SWEEP_EPOCHS (4).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+START=$(date +%s)
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ablate-site "$WHEELS"/*.whl \
+    || { echo "FATAL: cannot install the wheels in $WHEELS"; exit 2; }
+  export PYTHONPATH=/tmp/ablate-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+DATA=$(cd "${ABLATE_DATA:-../shared/data}" && pwd) || { echo "FATAL: no data folder"; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+t() { echo "== $1 (t=$(( $(date +%s) - START ))s)"; }
+
+t "1/3 kernels per step"
+timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" 2>&1 \
+  | grep -v -i "warn" | tee "$OUT/ot_ops.txt" | tail -16
+
+t "2/3 OT epoch overhead on ml-1m"
+timeout 200 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" 2>&1 \
+  | grep -v -i "warn" | tee "$OUT/ot_overhead.txt" | tail -6
+
+t "3/3 packing: sequential, packed, packed under MPS"
+EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-300} ABLATE_DATA=$DATA OUT=$OUT \
+  timeout 330 bash bench/gpu_sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
+grep -E "^== |throughput|GPU util|exit" "$OUT/gpu_sweep.txt" | tail -14
+t "done"

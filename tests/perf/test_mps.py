@@ -1,0 +1,93 @@
+"""``ablate run --mps``: a private MPS daemon around a packed sweep.
+
+The daemon is NVIDIA's and cannot exist on a CPU machine, so a stand-in
+``nvidia-cuda-mps-control`` on PATH records how it is called (``-d`` to start, ``quit``
+on stdin to stop) and makes the control pipe the real one makes. The sweep itself is
+real: two ml-100k runs on simulated GPU slots, whose workers must see the daemon's
+folders (they mark their device ``+mps``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ablate.cli import app
+
+FAKE_CONTROL = """#!/usr/bin/env bash
+if [ "${1:-}" = "-d" ]; then
+  echo "start $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> "$FAKE_MPS_LOG"
+  [ -n "${FAKE_MPS_FAIL:-}" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
+  touch "$CUDA_MPS_PIPE_DIRECTORY/control"
+  exit 0
+fi
+read -r cmd
+echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
+"""
+
+SPEC = """\
+name: mps
+base:
+  dataset: ml-100k
+  epochs: 1
+  embedding_size: 8
+  train_batch_size: 4096
+  eval_batch_size: 409600
+  topk: [10]
+  metrics: [Recall, NDCG]
+  valid_metric: NDCG@10
+variants:
+  v: {model: BPR}
+grid: {learning_rate: [0.001, 0.002]}
+"""
+
+
+def _fake_daemon(tmp_path: Path) -> dict:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "nvidia-cuda-mps-control"
+    exe.write_text(FAKE_CONTROL)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_MPS_LOG": str(tmp_path / "mps.log"),
+            "ABLATE_SIMULATE_GPUS": "1"}
+
+
+def test_mps_daemon_runs_around_the_packed_sweep(tmp_path):
+    env = _fake_daemon(tmp_path)
+    spec = tmp_path / "mps.yaml"
+    spec.write_text(SPEC)
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"], env=env)
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "mps.log").read_text().splitlines()
+    assert len(log) == 2, log
+    verb, pipe, logdir = log[0].split()
+    assert verb == "start" and Path(pipe).name == "pipe" and Path(logdir).name == "log"
+    assert log[1] == f"quit {pipe}"  # the same daemon, quit at the end
+    assert not Path(pipe).exists()  # its folder is removed
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # the coordinator's environment is restored
+    with sqlite3.connect(db) as c:
+        got = c.execute("select status, device from runs").fetchall()
+    assert got == [("done", "cuda:0+mps"), ("done", "cuda:0+mps")]  # the workers were its clients
+
+
+def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path):
+    env = _fake_daemon(tmp_path)
+    spec = tmp_path / "mps.yaml"
+    spec.write_text(SPEC)
+    db = tmp_path / "r.db"
+    runner = CliRunner()
+    failed = runner.invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--mps"], env={**env, "FAKE_MPS_FAIL": "1"})
+    assert failed.exit_code == 2
+    assert failed.output.strip() == (
+        "ablate: error: the MPS daemon did not start (exit 1): An instance of this daemon is already running")
+    on_cpu = runner.invoke(app, ["run", str(spec), "--db", str(db), "--cpu", "--mps"], env=env)
+    assert on_cpu.exit_code == 2 and on_cpu.output.strip() == "ablate: error: --mps needs GPUs, and these runs go to the CPU"
+    missing = runner.invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--mps"],
+                            env={**env, "PATH": "/nonexistent"})
+    assert missing.exit_code == 2 and "nvidia-cuda-mps-control" in missing.output and "not found" in missing.output
+    assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone() == (0,)
