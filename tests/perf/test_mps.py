@@ -29,21 +29,7 @@ read -r cmd
 echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
 """
 
-SPEC = """\
-name: mps
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-variants:
-  v: {model: BPR}
-grid: {learning_rate: [0.001, 0.002]}
-"""
+SECOND_RUN = "variants:\n  v: {model: BPR, params: {learning_rate: 0.002}}\n"  # with tiny_spec's BPR: two runs
 
 
 def _fake_daemon(tmp_path: Path) -> dict:
@@ -56,10 +42,10 @@ def _fake_daemon(tmp_path: Path) -> dict:
             "ABLATE_SIMULATE_GPUS": "1"}
 
 
-def test_mps_daemon_runs_around_the_packed_sweep(tmp_path):
+def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
     env = _fake_daemon(tmp_path)
-    spec = tmp_path / "mps.yaml"
-    spec.write_text(SPEC)
+    spec = tiny_spec
+    spec.write_text(spec.read_text() + SECOND_RUN)
     db = tmp_path / "r.db"
     result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"], env=env)
     assert result.exit_code == 0, result.output
@@ -75,10 +61,9 @@ def test_mps_daemon_runs_around_the_packed_sweep(tmp_path):
     assert got == [("done", "cuda:0+mps"), ("done", "cuda:0+mps")]  # the workers were its clients
 
 
-def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path):
+def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec):
     env = _fake_daemon(tmp_path)
-    spec = tmp_path / "mps.yaml"
-    spec.write_text(SPEC)
+    spec = tiny_spec
     db = tmp_path / "r.db"
     runner = CliRunner()
     failed = runner.invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--mps"], env={**env, "FAKE_MPS_FAIL": "1"})
