@@ -108,3 +108,51 @@ def test_batched_ot_term_equals_per_group_reference(recbole_env, case):
         scale = b.abs().max().item()
         assert scale > 0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * scale)  # float32 noise: relative to the largest entry
+
+
+# ATen ops that read device memory back to the host on CUDA (a sync, and a failed CUDA-graph
+# capture): scalar reads, data-dependent output sizes.
+HOST_READS = {"_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "unique_consecutive", "masked_select",
+              "repeat_interleave", "bincount", "histc"}
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"sample_adj": "A2", "subg1_adj": "A2", "a2_max_paths": 1e9}, {"subg1_adj": "xx", "ot_distance": "gwd"},
+    {"sample_adj": "cluster", "num_clusters": 20, "k1": 0}, {"ot_loss": "infonce", "ot_negatives": "z2"},
+])
+def test_graphed_steps_never_read_the_device_from_the_host(recbole_env, overrides):
+    """What LightGCNOT replays from CUDA graphs (the draw and the plans) must be capturable.
+    Capture itself needs a GPU; its precondition, no host read, is checked op by op here."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func.overloadpacket).split(".")[-1])
+            return func(*args, **(kwargs or {}))
+
+    cfg, tr, _, _ = recbole_env(LightGCNOT, ot_weight=1.0, **overrides)
+    model = LightGCNOT(cfg, tr._dataset)
+    model.train()
+    model._ensure_clusters()
+    assert model._draw_fn.enabled and model._plans.enabled
+    centres = model._centres(next(iter(tr)))
+    seen = Ops()
+    with seen:
+        nodes, sigma, coef, cs = model._draw_fn.fn(centres)
+    assert not seen.names & HOST_READS, seen.names & HOST_READS
+    z = torch.randn(2, *nodes.shape, 8)
+    c = O.prune_cost(O.cost_matrix(z[0].expand(3, *z[0].shape), z[1].expand(3, *z[1].shape)))
+    seen = Ops()
+    with seen:
+        model._plans.fn(c, cs if cs.numel() else c[0], c)
+    assert not seen.names & HOST_READS, seen.names & HOST_READS
+
+
+def test_a2_structure_found_by_sort_join_is_not_graphed(recbole_env):
+    cfg, tr, _, _ = recbole_env(LightGCNOT, ot_weight=1.0, sample_adj="A2", subg1_adj="A2", a2_max_paths=0)
+    model = LightGCNOT(cfg, tr._dataset)
+    assert model.a2 is None and not model._draw_fn.enabled  # its pair count is data-dependent
