@@ -9,6 +9,7 @@ the clean stop on Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -35,20 +36,68 @@ def visible_gpus() -> list[str]:
 
     RecBole's Config overwrites CUDA_VISIBLE_DEVICES with ``gpu_id``, so workers must be
     given *physical* ids: with CUDA_VISIBLE_DEVICES=2,3, logical GPU 0 is physical 2.
+    Asked of ``nvidia-smi`` where it can answer (plain indices, no MIG), so that the
+    coordinator does not import torch (1-2 s) before its first worker can start; of torch
+    otherwise.
     """
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not nvidia_driver_present():
         return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
+    ids = _visible_ids()
+    physical = _nvidia_smi_gpus() if ids is None or all(x.isdigit() for x in ids) else None
+    if physical is not None:
+        if ids is None:
+            return [str(i) for i in range(physical)]
+        visible: list[str] = []
+        for x in ids:  # CUDA's rule: the list ends at the first id that does not exist (or repeats)
+            if int(x) >= physical or str(int(x)) in visible:
+                break
+            visible.append(str(int(x)))
+        return visible
     try:
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # noqa: BLE001 - a broken CUDA install means no GPU
         count = 0
-    if env is not None and env.strip() != "":
-        ids = [x.strip() for x in env.split(",") if x.strip()]
+    if ids is not None:
         return ids[:count]
     return [str(i) for i in range(count)]
+
+
+def countable_without_torch() -> bool:
+    """Whether :func:`visible_gpus` can answer without importing torch (no driver, or
+    nvidia-smi lists the GPUs and CUDA_VISIBLE_DEVICES holds plain indices)."""
+    if not nvidia_driver_present():
+        return True
+    ids = _visible_ids()
+    return (ids is None or all(x.isdigit() for x in ids)) and _nvidia_smi_gpus() is not None
+
+
+def _visible_ids() -> list[str] | None:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return None if env is None or env.strip() == "" else [x.strip() for x in env.split(",") if x.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def _nvidia_smi_gpus() -> int | None:
+    """How many GPUs the driver lists, or None where nvidia-smi cannot say it plainly
+    (missing, failing, or MIG enabled: CUDA then sees instances, not GPUs)."""
+    import shutil
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,mig.mode.current", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+    if out.returncode != 0 or not all(r and r[0].isdigit() for r in rows):
+        return None
+    if any(len(r) > 1 and r[1].lower() == "enabled" for r in rows):
+        return None
+    return len(rows)
 
 
 def nvidia_driver_present() -> bool:

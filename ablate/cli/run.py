@@ -139,12 +139,12 @@ def _early_executor(gpus, per_gpu, jobs, cpu, warm):
     """A local executor whose first worker is already starting, made before the spec is
     read: the worker's torch/RecBole imports (seconds) then overlap with parsing, planning
     and opening the store. Only where the slots are known without importing torch (CPU
-    runs); None elsewhere, and on a bad option (reported in its usual place, after the
-    spec's own errors)."""
+    runs, and GPUs that nvidia-smi lists); None elsewhere, and on a bad option (reported
+    in its usual place, after the spec's own errors)."""
     from ablate.executors.local import LocalExecutor
-    from ablate.scheduler import nvidia_driver_present
+    from ablate.scheduler import countable_without_torch
 
-    if not cpu and nvidia_driver_present():
+    if not cpu and not countable_without_torch():
         return None  # counting GPUs imports torch: slots are made after the spec, as before
     try:
         slots, simulate = _slots(gpus, per_gpu, jobs, cpu)
