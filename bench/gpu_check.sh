@@ -9,7 +9,7 @@
 #                       (bench/gpu_sweep.sh; issue target: packed throughput >= 2.5x)
 #
 # On a bare machine with CUDA torch but without RecBole and friends, bring their wheels
-# (git-ignored folder, see README "Performance") and the data:
+# and the data (git-ignored folders made here by bench/gpu_wheels.sh; carry both):
 #
 #   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_check.sh
 #
