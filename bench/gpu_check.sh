@@ -4,7 +4,8 @@
 #
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
 #   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
-#                       run of bench/ot_overhead.py (issue target: ratio <= 1.5)
+#                       run of bench/ot_overhead.py (issue target: ratio <= 1.5); then the
+#                       same with ot_compile=true at the end, if time is left (ot_overhead_compile.txt)
 #   3. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
 #                       (bench/gpu_sweep.sh; issue target: packed throughput >= 2.5x)
 #
@@ -14,7 +15,8 @@
 #   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_check.sh
 #
 # Env: WHEELS (folder of wheels to put on PYTHONPATH first), ABLATE_DATA (folder holding
-# ml-1m/), OUT (default bench/out), OT_EPOCHS (3), SWEEP_EPOCHS (4).
+# ml-1m/), OUT (default bench/out), OT_EPOCHS (3), SWEEP_EPOCHS (4), TOTAL_S (570: the extra
+# phase only starts with 150 s left and stops by then; a device command may run 600 s).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -42,7 +44,13 @@ timeout 200 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-pa
   | grep -v -i "warn" | tee "$OUT/ot_overhead.txt" | tail -6
 
 t "3/3 packing: sequential, packed, packed under MPS"
-EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-300} ABLATE_DATA=$DATA OUT=$OUT \
-  timeout 330 bash bench/gpu_sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
+EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-200} ABLATE_DATA=$DATA OUT=$OUT \
+  timeout 270 bash bench/gpu_sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
 grep -E "^== |throughput|GPU util|exit" "$OUT/gpu_sweep.txt" | tail -14
+LEFT=$(( ${TOTAL_S:-570} - ($(date +%s) - START) ))
+if [ $LEFT -gt 150 ]; then
+t "extra: ot_overhead with ot_compile=true (its first epoch, which compiles, is not timed)"
+timeout $LEFT python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" \
+  -p ot_compile=true 2>&1 | grep -v -i "warn" | tee "$OUT/ot_overhead_compile.txt" | tail -6
+else echo "== extra: ot_compile=true skipped (time)"; fi
 t "done"

@@ -69,6 +69,9 @@ notebook's default row):
     gw_beta (float): 0.1. gw_outer (int): 5. gw_inner (int): 20.
     ot_detach_plan (bool): True: plans are computed without autograd (and, on CUDA,
         replayed from a CUDA graph); gradients flow through the costs.
+    ot_compile (bool): False. True runs the costs and the loss through ``torch.compile``
+        (fused kernels; the first batch pays the compilation, ~30 s). Experimental: equal
+        to eager on the CPU (tested); its GPU speed is still to be measured.
     proto_weight (float): 0 (off). num_clusters (int): 1000. proto_temp (float): 0.1.
     proto_warmup (int): 20 epochs without the prototype term (NCL's ``warm_up_step``).
     warmup_all (bool): False; True also holds the OT term at 0 during the warm-up.
@@ -88,7 +91,7 @@ from .ot import sampling as S
 from .ot import solvers as O
 from .simgcl import simgcl_noise
 
-__all__ = ["LightGCNOT", "kmeans"]
+__all__ = ["LightGCNOT", "kmeans", "pair_costs", "pair_loss"]
 
 _DEFAULTS = {
     "ot_weight": 1e-7, "ot_z1": "mean", "ot_z2": "gat", "ot_gat_input": "z1", "ot_gat_activation": "relu",
@@ -96,7 +99,7 @@ _DEFAULTS = {
     "sample_adj": "A", "subg1_adj": "A", "a2_max_paths": 2e7, "ot_distance": "both", "ot_mix": 0.5,
     "gw_plan": "wd", "ot_loss": "bce", "ot_negatives": "both", "ot_cost": "exp", "ot_tau": 0.5,
     "ot_prune": 0.1, "ot_t_wd": 0.01, "ot_t_gwd": 0.1, "wd_beta": 0.5, "wd_iters": 40, "gw_beta": 0.1,
-    "gw_outer": 5, "gw_inner": 20, "ot_detach_plan": True, "proto_weight": 0.0, "num_clusters": 1000,
+    "gw_outer": 5, "gw_inner": 20, "ot_detach_plan": True, "ot_compile": False, "proto_weight": 0.0, "num_clusters": 1000,
     "proto_temp": 0.1, "proto_warmup": 20, "warmup_all": False, "kmeans_iters": 20,
 }
 _Z2 = {"gat", "next", "last", "simgcl"}
@@ -152,6 +155,45 @@ def kmeans(x: torch.Tensor, k: int, n_iter: int = 20, generator=None, chunk: int
         counts = torch.bincount(assign, minlength=k).unsqueeze(1).to(x.dtype)
         cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
     return cent, assign
+
+
+def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str, tau: float, prune: float):
+    r"""Every cost matrix of a batch from one stacked call, ``[P (+ P (+ 1)), B, k, k]``.
+
+    Rows ``0..P-1``: :math:`C` of :math:`z_1` against each pair's second view (the positive
+    :math:`z_2`, then the negatives: the deranged subgraph's :math:`z_1` and/or
+    :math:`z_2`, by ``negatives``); then, when ``need_gw``, :math:`C_t` of each second view
+    with itself; then, when ``xx``, :math:`C_s` of :math:`z_1` with itself (GOT). Rows are
+    normalised once, so every cosine is a plain matmul. A pure function of tensors and
+    Python constants, so ``torch.compile`` can fuse it (``ot_compile``).
+    """
+    z = O.safe_normalize(torch.stack([z1, z2]))
+    x, y2 = z[0], z[1]
+    parts = [y2]
+    if negatives in ("both", "z1"):
+        parts.append(x.index_select(0, sigma))
+    if negatives in ("both", "z2"):
+        parts.append(y2.index_select(0, sigma))
+    y = torch.stack(parts)  # [P, B, k, d]
+    cos = [torch.matmul(x, y.transpose(-1, -2))]
+    if need_gw:
+        cos.append(torch.matmul(y, y.transpose(-1, -2)))
+        if xx:
+            cos.append(torch.matmul(x, x.transpose(-1, -2)).unsqueeze(0))
+    return O.prune_cost(O.cost_from_cosine(torch.cat(cos), form, tau), prune)
+
+
+def pair_loss(c, ct, cs, t_wd, gamma, coef, distance: str, gw_plan: str, t_w: float, t_gw: float, form: str):
+    r"""The OT contrast loss from the costs and the plans: :math:`d_W = \langle C, T_W\rangle`
+    and/or :math:`d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P\rangle`, each over its
+    temperature, into :func:`models.ot.losses.ot_contrast_loss`. Pure, like :func:`pair_costs`."""
+    d = []
+    if distance in ("both", "wd"):
+        d.append(O.batch_trace_dot(c, t_wd) / t_w)
+    if distance in ("both", "gwd"):
+        plan = t_wd if gw_plan == "wd" else gamma
+        d.append(O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan) / t_gw)
+    return L.ot_contrast_loss(torch.stack(d), coef, form)
 
 
 class LightGCNOT(LightGCNBase):
@@ -218,6 +260,11 @@ class LightGCNOT(LightGCNBase):
         # (a data-dependent size) or the centres have a data-dependent count.
         graphable = not (self.subg1_adj == "A2" and self.a2 is None and self._need_gw)
         self._draw_fn = O.CudaGraphed(self._draw, enabled=graphable)
+        # ot_compile: the differentiable rest of the term through torch.compile (fused
+        # kernels, forward and backward); functions of tensors and constants, so one
+        # compilation serves every run of a warm worker with the same settings.
+        compile_ = (lambda f: torch.compile(f, fullgraph=True, dynamic=False)) if g["ot_compile"] else (lambda f: f)
+        self._pair_costs, self._pair_loss = compile_(pair_costs), compile_(pair_loss)
         self._plans = O.CudaGraphed(
             functools.partial(
                 O.ot_plans, wd_beta=self.wd_beta, wd_iters=self.wd_iters,
@@ -405,39 +452,20 @@ class LightGCNOT(LightGCNBase):
         """
         nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
         z1, z2 = self.views(layers, nodes, readout)
-        z = O.safe_normalize(torch.stack([z1, z2]))  # cosines of normalised rows
-        x, y2 = z[0], z[1]
-        parts = [y2]
-        if self.ot_negatives in ("both", "z1"):
-            parts.append(x.index_select(0, sigma))
-        if self.ot_negatives in ("both", "z2"):
-            parts.append(y2.index_select(0, sigma))
-        y = torch.stack(parts)  # [P, B, k, d]
-        p = y.shape[0]
-        cos = [torch.matmul(x, y.transpose(-1, -2))]  # x against each pair's y: [P, B, k, k]
-        if self._need_gw:
-            cos.append(torch.matmul(y, y.transpose(-1, -2)))  # C_t
-            if self.subg1_adj == "xx":
-                cos.append(torch.matmul(x, x.transpose(-1, -2)).unsqueeze(0))  # C_s (GOT)
-        costs = O.prune_cost(O.cost_from_cosine(torch.cat(cos), self.ot_cost, self.ot_tau), self.ot_prune)
+        xx = self._need_gw and self.subg1_adj == "xx"
+        costs = self._pair_costs(z1, z2, sigma, self.ot_negatives, self._need_gw, xx, self.ot_cost, self.ot_tau,
+                                 self.ot_prune)
+        p = self._n_pairs
         c = costs[:p]
         ct = costs[p : 2 * p] if self._need_gw else None
-        if self._need_gw and self.subg1_adj == "xx":
-            cs = costs[2 * p]
-        elif not self._need_gw:
-            cs = None
+        cs = costs[2 * p] if xx else (cs if self._need_gw else None)
         if self.detach_plan:
             t_wd, gamma = self._plans(c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach())
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
             gamma = O.gromov_wasserstein(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner)[1] if self._need_gw else None
-        d = []
-        if self.ot_distance in ("both", "wd"):
-            d.append(O.batch_trace_dot(c, t_wd) / self.t_wd)
-        if self._need_gw:
-            plan = t_wd if self.gw_plan == "wd" else gamma
-            d.append(O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan) / self.t_gwd)
-        return L.ot_contrast_loss(torch.stack(d), coef, self.ot_loss_form)
+        return self._pair_loss(c, ct, cs, t_wd, gamma, coef, self.ot_distance, self.gw_plan, self.t_wd, self.t_gwd,
+                               self.ot_loss_form)
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:
