@@ -42,16 +42,16 @@ def visible_gpus() -> list[str]:
     """
     if not nvidia_driver_present():
         return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
-    ids = _visible_ids()
-    physical = _nvidia_smi_gpus() if ids is None or all(x.isdigit() for x in ids) else None
+    ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    physical = _nvidia_smi_gpus() if ids is None or all(isinstance(x, int) for x in ids) else None
     if physical is not None:
         if ids is None:
             return [str(i) for i in range(physical)]
         visible: list[str] = []
-        for x in ids:  # CUDA's rule: the list ends at the first id that does not exist (or repeats)
-            if int(x) >= physical or str(int(x)) in visible:
+        for x in ids:  # CUDA's rule: the list ends at the first id that does not exist
+            if x >= physical:
                 break
-            visible.append(str(int(x)))
+            visible.append(str(x))
         return visible
     try:
         import torch
@@ -60,8 +60,47 @@ def visible_gpus() -> list[str]:
     except Exception:  # noqa: BLE001 - a broken CUDA install means no GPU
         count = 0
     if ids is not None:
-        return ids[:count]
+        return [str(x) for x in ids[:count]]
     return [str(i) for i in range(count)]
+
+
+def parse_visible_devices(var: str | None) -> list[int] | list[str] | None:
+    """``CUDA_VISIBLE_DEVICES`` as CUDA reads it; None when unset (every GPU).
+
+    The rule of ``torch.cuda._parse_visible_devices``, without importing torch: each entry
+    is read like ``strtoul`` (``"1gpu2"`` is 1); the list ends at the first entry that is
+    not a number (so ``""``, ``"-1"`` and ``"0,,1"`` stop there); a repeated id hides every
+    GPU. ``GPU-``/``MIG-`` UUID lists are kept as strings, up to the first other entry.
+    """
+    if var is None:
+        return None
+    for prefix in ("GPU-", "MIG-"):
+        if var.startswith(prefix):
+            uuids: list[str] = []
+            for elem in var.split(","):
+                if elem in uuids:
+                    return []
+                if not elem.startswith(prefix):
+                    break
+                uuids.append(elem)
+            return uuids
+    ids: list[int] = []
+    for elem in var.split(","):
+        x = _strtoul(elem.strip())
+        if x in ids:
+            return []
+        if x < 0:
+            break
+        ids.append(x)
+    return ids
+
+
+def _strtoul(s: str) -> int:
+    """The number ``s`` starts with (sign allowed, as strtoul), or -1 when it starts with none."""
+    import re
+
+    m = re.match(r"[+-]?\d+", s)
+    return int(m.group()) if m else -1
 
 
 def countable_without_torch() -> bool:
@@ -69,13 +108,8 @@ def countable_without_torch() -> bool:
     nvidia-smi lists the GPUs and CUDA_VISIBLE_DEVICES holds plain indices)."""
     if not nvidia_driver_present():
         return True
-    ids = _visible_ids()
-    return (ids is None or all(x.isdigit() for x in ids)) and _nvidia_smi_gpus() is not None
-
-
-def _visible_ids() -> list[str] | None:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return None if env is None or env.strip() == "" else [x.strip() for x in env.split(",") if x.strip()]
+    ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return (ids is None or all(isinstance(x, int) for x in ids)) and _nvidia_smi_gpus() is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -232,7 +266,8 @@ class Sweep:
             return
         if status is Status.OOM:
             device = str(info.get("device") or "")
-            if device.startswith("cuda:") and self.executor.shrink(device.removeprefix("cuda:")):
+            gpu = device.split("+")[0].removeprefix("cuda:")  # "cuda:0+mps" is GPU 0
+            if device.startswith("cuda:") and self.executor.shrink(gpu):
                 self.store.requeue([rid], retry=True)  # again, with one run fewer on that GPU
                 self.summary.retried += 1
                 return

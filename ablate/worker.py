@@ -250,9 +250,10 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
     gpu = task.get("gpu")
     device = f"cuda:{gpu}" if gpu is not None else "cpu"
-    if os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):  # ablate run --mps: this run shared its GPU through MPS
+    if gpu is not None and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):  # ablate run --mps: shared through MPS
         device += "+mps"
-    emit({**base, "type": "started", "device": device, "log_path": str(log_path)})
+    emit({**base, "type": "started", "device": device, "log_path": str(log_path),
+          "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))})
 
     def finished(status: str, **extra) -> dict:
         return {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],
@@ -300,6 +301,9 @@ def _train(task, emit, base, state, finished, cache):
     try:
         model_cls = catalog.resolve_class(task["model"])
         config = Config(model=model_cls, dataset=config_dict["dataset"], config_dict=config_dict)
+        if gpu is not None and config["device"].type != "cuda":  # RecBole would quietly train on the CPU
+            return finished("failed", error=f"given GPU {gpu}, but torch {torch.__version__} cannot use CUDA here "
+                                            "(a CPU build of torch, or a driver too old for it)", versions=versions())
         logging.getLogger().info("ablate run %s (%s) key=%s", task["run_id"], task.get("name"), task.get("key"))
         init_seed(config["seed"], config["reproducibility"])
         dataset = _dataset(config, cache)

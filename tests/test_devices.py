@@ -39,7 +39,10 @@ FOUR = "0, Disabled\\n1, Disabled\\n2, Disabled\\n3, Disabled\\n"
     ("2,3", ["2", "3"]),
     ("3,1", ["3", "1"]),
     ("1,7,2", ["1"]),  # CUDA stops at the first id that does not exist
-    ("", ["0", "1", "2", "3"]),
+    ("", []),  # set but empty: no GPU
+    ("0,0", []),  # a repeated id hides every GPU
+    ("0,,1", ["0"]),
+    ("-1", []),
 ])
 def test_nvidia_smi_counts_gpus_without_importing_torch(tmp_path, visible, expected):
     assert _probe(tmp_path, FOUR, visible) == [expected, False]
@@ -53,3 +56,29 @@ def test_nvidia_smi_counts_gpus_without_importing_torch(tmp_path, visible, expec
 def test_anything_else_is_asked_of_torch(tmp_path, rows, visible):
     gpus, torch_imported = _probe(tmp_path, rows, visible)
     assert torch_imported and gpus == []  # torch here is a CPU build: no GPU
+
+
+@pytest.mark.parametrize("var", ["", " ", "0,0", "0,,1", "1gpu2,2ampere", "-1", "-0,1", "2,3", "+2,1", "1, 2", "0,-1,2",
+                                 "abc", "GPU-a,GPU-b", "GPU-a,GPU-a", "MIG-x,0"])
+def test_visible_devices_are_parsed_as_torch_parses_them(monkeypatch, var):
+    import torch.cuda
+
+    from ablate.scheduler import parse_visible_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", var)
+    assert parse_visible_devices(var) == torch.cuda._parse_visible_devices()
+
+
+def test_a_run_given_a_gpu_that_torch_cannot_use_fails_instead_of_using_the_cpu(tmp_path):
+    """nvidia-smi may list GPUs that this torch (a CPU build, say) cannot use: RecBole would
+    then quietly train on the CPU under a cuda:N label. The worker says so instead."""
+    runner = os.path.join(os.path.dirname(__file__), "perf", "run_tasks.py")
+    config = {"model": "BPR", "dataset": "ml-100k", "epochs": 1, "embedding_size": 8, "train_batch_size": 4096}
+    task = {"run_id": 1, "model": "BPR", "config": config, "run_dir": str(tmp_path / "run"), "gpu": "0"}
+    (tmp_path / "tasks.json").write_text(json.dumps([task]))
+    subprocess.run([sys.executable, runner, str(tmp_path / "tasks.json"), str(tmp_path / "out.json")],
+                   check=True, cwd=tmp_path, timeout=300)
+    (events,) = json.loads((tmp_path / "out.json").read_text())["runs"]
+    finished = [e for e in events if e.get("type") == "finished"]
+    assert finished and finished[-1]["status"] == "failed"
+    assert finished[-1]["error"].startswith("given GPU 0, but torch ") and "cannot use CUDA here" in finished[-1]["error"]

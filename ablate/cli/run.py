@@ -101,7 +101,8 @@ def run_cmd(
             if executor_kind == "local":
                 executor = LocalExecutor(slots, cache=warm, simulate=simulate)
         if mps:
-            daemon = _start_mps(executor_kind, slots)
+            daemon = _mps_daemon(executor_kind, slots)
+            _start(daemon)  # inside the try: Ctrl-C while it starts still quits it below
         if executor is not None:
             executor.prestart(min(len(slots), len(runs)))
         return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
@@ -116,23 +117,26 @@ def run_cmd(
             shutil.rmtree(daemon.folder, ignore_errors=True)
 
 
-def _start_mps(executor_kind: str, slots):
-    """Start ablate's own MPS daemon for this sweep (see :mod:`ablate.executors.mps`)."""
+def _mps_daemon(executor_kind: str, slots):
+    """ablate's own MPS daemon for this sweep, not started yet (see :mod:`ablate.executors.mps`)."""
     import tempfile
 
-    from ablate.executors.mps import MPSDaemon, MPSError
+    from ablate.executors.mps import MPSDaemon
 
     if executor_kind != "local":
         raise UsageError("--mps is for runs on this machine's GPUs (--executor local)")
     if not any(s.gpu is not None for s in slots):
         raise UsageError("--mps needs GPUs, and these runs go to the CPU")
-    daemon = MPSDaemon(Path(tempfile.mkdtemp(prefix="ablate-mps-")))
+    return MPSDaemon(Path(tempfile.mkdtemp(prefix="ablate-mps-")))
+
+
+def _start(daemon) -> None:
+    from ablate.executors.mps import MPSError
+
     try:
         daemon.start()
     except MPSError as exc:
-        shutil.rmtree(daemon.folder, ignore_errors=True)
         raise UsageError(str(exc)) from None
-    return daemon
 
 
 def _early_executor(gpus, per_gpu, jobs, cpu, warm):

@@ -122,7 +122,7 @@ class LocalExecutor(Executor):
             while slot.conn is not None and slot.conn.poll():
                 ev = slot.conn.recv()
                 if ev.get("type") == "started" and self.simulate:
-                    ev["device"] = slot.device + ("+mps" if str(ev.get("device", "")).endswith("+mps") else "")
+                    ev["device"] = slot.device + ("+mps" if ev.get("mps") else "")  # what a GPU worker would say
                 if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
                     slot.run_id = None
                     if not self.cache:

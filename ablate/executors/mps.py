@@ -11,6 +11,10 @@ work folder), so it needs no root, leaves any system-wide daemon alone, and is q
 the sweep ends, whatever way it ends. Workers find it through ``CUDA_MPS_PIPE_DIRECTORY``
 and ``CUDA_MPS_LOG_DIRECTORY``, set in the coordinator's environment before any worker is
 spawned (a spawned process inherits it); the coordinator itself never opens a CUDA context.
+
+The daemon is started without ``CUDA_VISIBLE_DEVICES``: a daemon started under
+``CUDA_VISIBLE_DEVICES=2,3`` renumbers those GPUs 0 and 1 for its clients (NVIDIA's MPS
+guide), while ablate's workers name GPUs by their physical ids.
 """
 
 from __future__ import annotations
@@ -41,7 +45,15 @@ class MPSDaemon:
         self._exe: str | None = None
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # physical numbering
+        return {**env, "CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+
+    def _log_tail(self) -> str:
+        try:
+            lines = (self.log / "control.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no control.log"
+        return lines[-1] if lines else "control.log is empty"
 
     def start(self) -> None:
         self._exe = shutil.which(CONTROL)
@@ -54,14 +66,16 @@ class MPSDaemon:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise MPSError(f"cannot start the MPS daemon: {exc}") from None
         if proc.returncode != 0:
+            self._exe = None  # nothing to quit
             why = (proc.stderr or proc.stdout).strip().splitlines()
             raise MPSError(f"the MPS daemon did not start (exit {proc.returncode}): {why[-1] if why else 'no message'}")
         deadline = time.monotonic() + self.start_timeout
         while not (self.pipe / "control").exists():  # the daemon creates its control pipe once it serves
             if time.monotonic() > deadline:
+                tail = self._log_tail()
                 self.stop()
-                raise MPSError(f"the MPS daemon started but made no control pipe in {self.pipe} "
-                               f"within {self.start_timeout:.0f} s; see {self.log}/control.log")
+                raise MPSError(f"the MPS daemon made no control pipe within {self.start_timeout:g} s "
+                               f"(its log says: {tail})")
             time.sleep(0.05)
         for key in ENV_KEYS:
             self._saved[key] = os.environ.get(key)

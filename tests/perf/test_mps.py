@@ -22,6 +22,8 @@ FAKE_CONTROL = """#!/usr/bin/env bash
 if [ "${1:-}" = "-d" ]; then
   echo "start $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> "$FAKE_MPS_LOG"
   [ -n "${FAKE_MPS_FAIL:-}" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
+  echo "env CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}" >> "$FAKE_MPS_LOG"
+  [ -n "${FAKE_MPS_HANG:-}" ] && { echo "[server] cannot open /dev/nvidia0" > "$CUDA_MPS_LOG_DIRECTORY/control.log"; exit 0; }
   touch "$CUDA_MPS_PIPE_DIRECTORY/control"
   exit 0
 fi
@@ -47,13 +49,15 @@ def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
     spec = tiny_spec
     spec.write_text(spec.read_text() + SECOND_RUN)
     db = tmp_path / "r.db"
-    result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"], env=env)
+    result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"],
+                                env={**env, "CUDA_VISIBLE_DEVICES": "0"})
     assert result.exit_code == 0, result.output
     log = (tmp_path / "mps.log").read_text().splitlines()
-    assert len(log) == 2, log
+    assert len(log) == 3, log
     verb, pipe, logdir = log[0].split()
     assert verb == "start" and Path(pipe).name == "pipe" and Path(logdir).name == "log"
-    assert log[1] == f"quit {pipe}"  # the same daemon, quit at the end
+    assert log[1] == "env CUDA_VISIBLE_DEVICES=unset"  # the daemon numbers GPUs physically, as the workers do
+    assert log[2] == f"quit {pipe}"  # the same daemon, quit at the end
     assert not Path(pipe).exists()  # its folder is removed
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # the coordinator's environment is restored
     with sqlite3.connect(db) as c:
@@ -76,3 +80,18 @@ def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec):
                             env={**env, "PATH": "/nonexistent"})
     assert missing.exit_code == 2 and "nvidia-cuda-mps-control" in missing.output and "not found" in missing.output
     assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone() == (0,)
+
+
+def test_a_daemon_that_never_serves_is_quit_and_its_log_quoted(tmp_path, monkeypatch):
+    from ablate.executors.mps import MPSDaemon, MPSError
+
+    for key, val in {**_fake_daemon(tmp_path), "FAKE_MPS_HANG": "1"}.items():
+        monkeypatch.setenv(key, val)
+    daemon = MPSDaemon(tmp_path / "mps", start_timeout=0.3)
+    try:
+        daemon.start()
+    except MPSError as exc:
+        message = str(exc)
+    assert message == "the MPS daemon made no control pipe within 0.3 s (its log says: [server] cannot open /dev/nvidia0)"
+    assert (tmp_path / "mps.log").read_text().splitlines()[-1].startswith("quit ")  # not left running
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
