@@ -257,7 +257,8 @@ class LightGCNOT(LightGCNBase):
         mixes = {"both": (self.ot_mix, 1.0 - self.ot_mix), "wd": (1.0,), "gwd": (1.0,)}
         self._mix = mixes[self.ot_distance]  # weight of each distance's loss, W first
         # The draw replays from a CUDA graph unless it needs A^2 pairs found by a sort-join
-        # (a data-dependent size) or the centres have a data-dependent count.
+        # (a data-dependent size). Centres drawn from the batch vary in number: one graph per
+        # count (CudaGraphed keys graphs by input shape).
         graphable = not (self.subg1_adj == "A2" and self.a2 is None and self._need_gw)
         self._draw_fn = O.CudaGraphed(self._draw, enabled=graphable)
         # ot_compile: the differentiable rest of the term through torch.compile (fused
@@ -314,7 +315,8 @@ class LightGCNOT(LightGCNBase):
         self.node_cluster = node_cluster
         self.cluster_csr = S.CSR(indptr, order, self.n_nodes)
         self._clusters_epoch = self._epoch
-        self._draw_fn.reset()  # the captured draw read the old cluster tensors
+        if self.sample_adj == "cluster":
+            self._draw_fn.reset()  # the captured draw read the old cluster tensors
 
     def _ensure_clusters(self) -> None:
         need = self.sample_adj == "cluster" or (self.proto_weight > 0 and self._warm())
