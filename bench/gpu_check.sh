@@ -2,6 +2,7 @@
 # Every GPU measurement of this project in one command, sized for one device call
 # (about 8 minutes on an H100). Run it on the lent GPU machine, then read $OUT/*.txt:
 #
+#   0. graph_check.txt  LightGCNOT's CUDA-graphed draw and plans equal eager (gpu_graph_check.py)
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
 #   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
 #                       run of bench/ot_overhead.py (issue target: ratio <= 1.5); then the
@@ -34,6 +35,9 @@ export PYTHONUNBUFFERED=1
 DATA=$(cd "${ABLATE_DATA:-../shared/data}" && pwd) || { echo "FATAL: no data folder"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 t() { echo "== $1 (t=$(( $(date +%s) - START ))s)"; }
+
+t "0/3 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
+timeout 90 python3 bench/gpu_graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"
 
 t "1/3 kernels per step"
 timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" 2>&1 \
