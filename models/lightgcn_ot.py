@@ -369,7 +369,8 @@ class LightGCNOT(LightGCNBase):
         b = centres.numel()
         group = (centres >= self.n_users).long()
         sigma = S.group_derangement(group, 2)
-        w = (valid & valid[sigma] & (sigma != torch.arange(b, device=centres.device))).to(self.user_embedding.weight.dtype)
+        ok = valid & valid[sigma] & (sigma != torch.arange(b, device=centres.device))
+        w = ok.to(self.user_embedding.weight.dtype)
         total = torch.zeros(2, dtype=w.dtype, device=w.device).index_add_(0, group, w)[group]
         per_pair = self._n_pairs if self.ot_loss_form == "bce" else 1  # GSC's BCE averages over all pairs
         share = w / (total * per_pair).clamp_min(1.0)
@@ -448,9 +449,10 @@ class LightGCNOT(LightGCNBase):
         """The OT contrast of one batch (before ``ot_weight``).
 
         Shapes: ``B`` subgraphs of ``k`` nodes, ``P`` pairs per subgraph (the positive
-        ``(z1, z2)`` and one or two negatives), ``K`` distances (W and/or GW). The pairs'
-        costs are made by one stacked call, the plans by one graph replay on CUDA, and
-        the loss by one fused call (:func:`models.ot.losses.ot_contrast_loss`).
+        ``(z1, z2)`` and one or two negatives), ``K`` distances (W and/or GW). The random
+        part is :meth:`_draw`; every cost comes from one stacked call (:func:`pair_costs`),
+        the plans from one graph replay on CUDA, and the loss from one fused call
+        (:func:`pair_loss`).
         """
         nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
         z1, z2 = self.views(layers, nodes, readout)
