@@ -467,7 +467,7 @@ class LightGCNOT(LightGCNBase):
             t_wd, gamma = self._plans(c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach())
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
-            gamma = O.gromov_wasserstein(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner)[1] if self._need_gw else None
+            gamma = O.gw_plan(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner) if self._need_gw else None
         return self._pair_loss(c, ct, cs, t_wd, gamma, coef, self.ot_distance, self.gw_plan, self.t_wd, self.t_gwd,
                                self.ot_loss_form)
 

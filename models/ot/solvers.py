@@ -31,6 +31,7 @@ __all__ = [
     "wasserstein",
     "gw_tensor",
     "gromov_wasserstein",
+    "gw_plan",
     "batch_trace_dot",
 ]
 
@@ -218,14 +219,20 @@ def gromov_wasserstein(
     Returns:
         ``(d [B], gamma [B, n, m])``.
     """
-    gamma = _uniform_plan(cs, ct)
-    cs_d, ct_d = cs.detach(), ct.detach()
-    for _ in range(n_outer):
-        lin = gw_tensor(cs_d, ct_d, gamma)
-        gamma = ipot(lin, beta=beta, n_iter=n_inner)
-    gamma = gamma.detach()
+    gamma = gw_plan(cs, ct, beta, n_outer, n_inner)
     lin = gw_tensor(cs, ct, gamma)
     return batch_trace_dot(lin, gamma if plan is None else plan), gamma
+
+
+def gw_plan(cs: Tensor, ct: Tensor, beta: float = 0.1, n_outer: int = 5, n_inner: int = 20) -> Tensor:
+    r"""The Gromov–Wasserstein plan ``gamma`` alone (no gradient): ``n_outer`` times,
+    linearise at the current plan, from the product coupling, and take ``n_inner`` IPOT
+    steps of ``beta`` on the linearisation. See :func:`gromov_wasserstein`."""
+    gamma = _uniform_plan(cs, ct)
+    cs, ct = cs.detach(), ct.detach()
+    for _ in range(n_outer):
+        gamma = ipot(gw_tensor(cs, ct, gamma), beta=beta, n_iter=n_inner)
+    return gamma.detach()
 
 
 def ot_plans(
@@ -245,10 +252,7 @@ def ot_plans(
         t = ipot(c, beta=wd_beta, n_iter=wd_iters)
         if cs is None:
             return t, torch.empty(0, device=c.device, dtype=c.dtype)
-        gamma = _uniform_plan(cs, ct)
-        for _ in range(gw_outer):
-            gamma = ipot(gw_tensor(cs, ct, gamma), beta=gw_beta, n_iter=gw_inner)
-        return t, gamma
+        return t, gw_plan(cs, ct, gw_beta, gw_outer, gw_inner)
 
 
 class CudaGraphed:
