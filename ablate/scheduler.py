@@ -42,17 +42,10 @@ def visible_gpus() -> list[str]:
     """
     if not nvidia_driver_present():
         return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
+    listed = _gpus_from_nvidia_smi()
+    if listed is not None:
+        return listed
     ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    physical = _nvidia_smi_gpus() if ids is None or all(isinstance(x, int) for x in ids) else None
-    if physical is not None:
-        if ids is None:
-            return [str(i) for i in range(physical)]
-        visible: list[str] = []
-        for x in ids:  # CUDA's rule: the list ends at the first id that does not exist
-            if x >= physical:
-                break
-            visible.append(str(x))
-        return visible
     try:
         import torch
 
@@ -106,10 +99,26 @@ def _strtoul(s: str) -> int:
 def countable_without_torch() -> bool:
     """Whether :func:`visible_gpus` can answer without importing torch (no driver, or
     nvidia-smi lists the GPUs and CUDA_VISIBLE_DEVICES holds plain indices)."""
-    if not nvidia_driver_present():
-        return True
+    return not nvidia_driver_present() or _gpus_from_nvidia_smi() is not None
+
+
+def _gpus_from_nvidia_smi() -> list[str] | None:
+    """The visible GPUs' physical ids from nvidia-smi's count and CUDA_VISIBLE_DEVICES, or
+    None where only torch can tell (UUIDs, MIG, no answer from nvidia-smi)."""
     ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    return (ids is None or all(isinstance(x, int) for x in ids)) and _nvidia_smi_gpus() is not None
+    if ids is not None and not all(isinstance(x, int) for x in ids):
+        return None
+    physical = _nvidia_smi_gpus()
+    if physical is None:
+        return None
+    if ids is None:
+        return [str(i) for i in range(physical)]
+    visible: list[str] = []
+    for x in ids:  # CUDA's rule: the list ends at the first id that does not exist
+        if x >= physical:
+            break
+        visible.append(str(x))
+    return visible
 
 
 @functools.lru_cache(maxsize=1)
