@@ -249,11 +249,9 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     state = {"epoch": None, "best_epoch": None, "best_score": None}
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
     gpu = task.get("gpu")
-    device = f"cuda:{gpu}" if gpu is not None else "cpu"
-    if gpu is not None and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):  # ablate run --mps: shared through MPS
-        device += "+mps"
-    emit({**base, "type": "started", "device": device, "log_path": str(log_path),
-          "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))})
+    mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))  # ablate run --mps: the GPU is shared through MPS
+    device = "cpu" if gpu is None else f"cuda:{gpu}" + ("+mps" if mps else "")
+    emit({**base, "type": "started", "device": device, "log_path": str(log_path), "mps": mps})
 
     def finished(status: str, **extra) -> dict:
         return {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],

@@ -6,8 +6,8 @@ the GPU still run one at a time, plus the switches. Under MPS (NVIDIA's Multi-Pr
 Service) every client's work goes through one server context, and kernels of different
 runs execute at the same time.
 
-ablate starts its own control daemon with its own pipe and log folders (under the run's
-work folder), so it needs no root, leaves any system-wide daemon alone, and is quit when
+ablate starts its own control daemon with its own pipe and log folders (in a temporary
+folder the caller removes afterwards), so it needs no root, leaves any system-wide daemon alone, and is quit when
 the sweep ends, whatever way it ends. Workers find it through ``CUDA_MPS_PIPE_DIRECTORY``
 and ``CUDA_MPS_LOG_DIRECTORY``, set in the coordinator's environment before any worker is
 spawned (a spawned process inherits it); the coordinator itself never opens a CUDA context.
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
-ENV_KEYS = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
 
 
 class MPSError(RuntimeError):
@@ -34,7 +33,8 @@ class MPSError(RuntimeError):
 
 
 class MPSDaemon:
-    """``with MPSDaemon(folder):`` — start the daemon, export its folders, quit it on exit."""
+    """``start()`` the daemon and export its folders to this process's environment (and so
+    to the workers it spawns later); ``stop()`` quits it and restores the environment."""
 
     def __init__(self, folder: Path, start_timeout: float = 20.0):
         self.folder = Path(folder)
@@ -44,9 +44,13 @@ class MPSDaemon:
         self._saved: dict[str, str | None] = {}
         self._exe: str | None = None
 
+    def _folders(self) -> dict[str, str]:
+        """The variables by which the daemon and its clients find each other."""
+        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # physical numbering
-        return {**env, "CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+        return {**env, **self._folders()}
 
     def _log_tail(self) -> str:
         try:
@@ -77,10 +81,9 @@ class MPSDaemon:
                 raise MPSError(f"the MPS daemon made no control pipe within {self.start_timeout:g} s "
                                f"(its log says: {tail})")
             time.sleep(0.05)
-        for key in ENV_KEYS:
+        for key, val in self._folders().items():
             self._saved[key] = os.environ.get(key)
-        os.environ["CUDA_MPS_PIPE_DIRECTORY"] = str(self.pipe)
-        os.environ["CUDA_MPS_LOG_DIRECTORY"] = str(self.log)
+            os.environ[key] = val
 
     def stop(self) -> None:
         """Quit the daemon (it waits for its clients, the workers, to exit) and restore the
@@ -97,10 +100,3 @@ class MPSDaemon:
             else:
                 os.environ[key] = val
         self._saved.clear()
-
-    def __enter__(self) -> "MPSDaemon":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
