@@ -10,10 +10,16 @@ set -eu
 cd "$(dirname "$0")/.."
 PY=${PY_VERSION:-3.12}
 pkgs=$(python - <<'PY'
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 names = ["recbole", "sqlalchemy", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "colorlog",
          "texttable", "submitit", "thop", "torch_geometric", "xxhash", "psutil"]
-print(" ".join(f"{n}=={version(n)}" for n in names))
+pins = []
+for n in names:
+    try:
+        pins.append(f"{n}=={version(n)}")
+    except PackageNotFoundError:  # optional here (thop): the device goes without it too
+        pass
+print(" ".join(pins))
 PY
 )
 echo "fetching for Python $PY: $pkgs"
