@@ -270,6 +270,10 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
 
                     torch.set_num_threads(int(task["threads"]))
                 event = _train(task, emit, base, state, finished, cache)
+            if state.get("cuda_lost"):
+                event = {**event, "retire": True}
+                if event["status"] != "done":
+                    event["error"] = (event.get("error") or "failed").rstrip(". ") + LOST_CONTEXT
         except KeyboardInterrupt:
             raise
         except OSError as err:  # e.g. the log folder is unwritable or the disk is full
@@ -339,8 +343,31 @@ def _train(task, emit, base, state, finished, cache):
     finally:
         sys.argv = argv
         del model, trainer
-        if torch.cuda.is_available() and gpu is not None:
-            torch.cuda.empty_cache()
+        if gpu is not None and torch.cuda.is_available():
+            state["cuda_lost"] = not _release_gpu()
+
+
+def _release_gpu() -> bool:
+    """Wait for the run's last kernels and hand its cached memory back; False when the
+    process's CUDA context is lost.
+
+    A fault on the GPU (an illegal instruction or address) is sticky: every later CUDA
+    call of the process fails, and under MPS a fault in one client ends every client on
+    that GPU. Such a worker cannot run anything again, so it reports its run and then
+    exits, and the executor starts a fresh one for the next run.
+    """
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - any CUDA error here means the context is gone
+        return False
+    return True
+
+
+LOST_CONTEXT = ("; the GPU's CUDA context is lost (a fault in one run under --mps ends every run sharing "
+                "that GPU): run the spec again, without --mps if it recurs")
 
 
 def _peak_mb(device) -> float | None:
@@ -413,6 +440,12 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
     _exit_with_parent()
     _prepare_process(threads)
     conn.send({"type": "ready", "pid": os.getpid()})
+    _serve_tasks(conn, cache)
+
+
+def _serve_tasks(conn, cache: bool) -> None:
+    """Run the tasks the coordinator sends, until ``None``, its pipe closes, or this process
+    can run nothing more."""
     while True:
         try:
             task = conn.recv()
@@ -420,9 +453,9 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
             return
         if task is None:
             return
-        execute(task, conn.send, cache=cache)
-        if not cache:
-            return  # --no-warm: one run per process, the executor starts a fresh one
+        event = execute(task, conn.send, cache=cache)
+        if not cache or event.get("retire"):
+            return  # --no-warm, or a lost CUDA context: the executor starts a fresh process
 
 
 def _exit_with_parent(every: float = 1.0) -> None:

@@ -123,18 +123,17 @@ class LocalExecutor(Executor):
                 ev = slot.conn.recv()
                 if ev.get("type") == "started" and self.simulate:
                     ev["device"] = slot.device + ("+mps" if ev.get("mps") else "")  # what a GPU worker would say
-                if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
-                    slot.run_id = None
-                    if not self.cache:
-                        out.append(ev)
-                        # --no-warm: this worker ends; never hand it a task. It reported only after
-                        # closing the run's log, so nothing of the run is lost by not waiting for
-                        # its interpreter teardown (~1 s of torch's).
-                        self._retire(slot, grace=0.0)
-                        return out
                 if self.auto is not None and ev.get("peak_mem_mb") is not None and slot.gpu is not None:
                     self.observe_peak(slot.gpu, ev["peak_mem_mb"])
                 out.append(ev)
+                if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
+                    slot.run_id = None
+                    if not self.cache or ev.get("retire"):
+                        # --no-warm, or a worker whose CUDA context is lost: it ends; never hand
+                        # it a task. It reported only after closing the run's log, so nothing of
+                        # the run is lost by not waiting for its interpreter teardown (~1 s).
+                        self._retire(slot, grace=0.0)
+                        return out
         except (EOFError, OSError):
             pass
         return out
