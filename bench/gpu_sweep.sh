@@ -9,7 +9,8 @@
 #
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
 #      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
-#      the MPS phase, BUDGET_S (default 460).
+#      the MPS phase, BUDGET_S (default 460), PHASES (labels to run, default
+#      "seq packed packed_mps auto"; the switches above still apply).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -87,6 +88,7 @@ PY
 
 phase() {  # $1: label, rest: ablate run options
   local label=$1; shift
+  case " ${PHASES:-seq packed packed_mps auto} " in *" $label "*) ;; *) return 0 ;; esac
   local elapsed=$(( $(date +%s) - START ))
   if [ $elapsed -gt $BUDGET_S ]; then echo "== $label: SKIPPED (budget: ${elapsed}s used)"; return 1; fi
   echo "== $label: ablate run ${DEV[*]} $* (t=${elapsed}s)"
@@ -109,6 +111,12 @@ for r in Store(sys.argv[1], create=False).runs():
     ep = [round(e.train_seconds, 2) for e in r.epochs if e.train_seconds is not None]
     print(f"   [{sys.argv[2]}] run {r.id} {r.name}: {st} wall {r.wall_seconds or 0:.1f}s device {r.device} "
           f"peak {r.peak_mem_mb or 0:.0f} MiB epochs(s) {ep} {m} {r.error or ''}")
+    if st != "done" and r.log_path:  # why it failed is in its log: the last lines come back with the output
+        try:
+            tail = open(r.log_path, errors="replace").read().splitlines()[-25:]
+        except OSError:
+            tail = ["(no log)"]
+        print("\n".join(f"      | {line[:300]}" for line in tail))
 PY
   return 0
 }

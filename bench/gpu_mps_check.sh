@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Why did `ablate run --per-gpu 4 --mps` die on an H200 with "CUDA error: an illegal
+# instruction was encountered"? One device call (about 4 minutes):
+#
+#   1. mps_probe.txt     plain PyTorch clients under ablate's MPS daemon, op family by op
+#                        family, launch-blocking (bench/gpu_mps_probe.py)
+#   2. mps_blocking.txt  the packed MPS sweep, 2 epochs, CUDA_LAUNCH_BLOCKING=1: the failed
+#                        runs' log tails name the op that faulted
+#   3. mps_eager.txt     sequential vs packed under MPS, 4 epochs, CUDA_MODULE_LOADING=EAGER
+#                        (every kernel module loaded at start, none while other clients run)
+#
+#   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_mps_check.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+START=$(date +%s)
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ablate-site "$WHEELS"/*.whl \
+    || { echo "FATAL: cannot install the wheels in $WHEELS"; exit 2; }
+  export PYTHONPATH=/tmp/ablate-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+DATA=$(cd "${ABLATE_DATA:-../shared/data}" && pwd) || { echo "FATAL: no data folder"; exit 2; }
+t() { echo "== $1 (t=$(( $(date +%s) - START ))s)"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_mode --format=csv,noheader
+
+t "1/3 plain PyTorch clients under MPS"
+timeout 70 python3 bench/gpu_mps_probe.py --procs 4 --seconds 3 2>&1 | grep -v -i warn | tee "$OUT/mps_probe.txt"
+
+t "2/3 packed under MPS, launch-blocking"
+CUDA_LAUNCH_BLOCKING=1 PHASES="packed_mps" MPS_PHASE=1 SKIP_AUTO=1 EPOCHS=2 ABLATE_DATA=$DATA OUT=$OUT/b \
+  timeout 90 bash bench/gpu_sweep.sh > "$OUT/mps_blocking.txt" 2>&1
+grep -E "^== |exit|\| .*(Error|error|File)" "$OUT/mps_blocking.txt" | grep -v -i warn | tail -30
+
+t "3/3 sequential vs packed under MPS, eager module loading"
+CUDA_MODULE_LOADING=EAGER PHASES="seq packed_mps" MPS_PHASE=1 SKIP_AUTO=1 EPOCHS=4 ABLATE_DATA=$DATA OUT=$OUT/e \
+  timeout 170 bash bench/gpu_sweep.sh > "$OUT/mps_eager.txt" 2>&1
+grep -E "^== |exit|throughput|GPU util|\| .*(Error|error)" "$OUT/mps_eager.txt" | grep -v -i warn | tail -20
+t "done"
