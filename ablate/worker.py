@@ -426,7 +426,7 @@ def torch_isfinite(loss) -> bool:
     return bool(torch.isfinite(loss).all())
 
 
-def serve(conn, threads: int | None = None, cache: bool = True) -> None:
+def serve(conn, threads: int | None = None, cache: bool = True, gpu: int | str | None = None) -> None:
     """Main loop of a warm worker process: receive tasks, stream events, until ``None``.
     With ``cache=False`` (``ablate run --no-warm``) the process ends after one run, so
     every run gets a process of its own.
@@ -439,8 +439,40 @@ def serve(conn, threads: int | None = None, cache: bool = True) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     _prepare_process(threads)
+    if gpu is not None and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+        _load_cuda_libraries(gpu)
     conn.send({"type": "ready", "pid": os.getpid()})
     _serve_tasks(conn, cache)
+
+
+def _load_cuda_libraries(gpu: int | str) -> None:
+    """Under ``--mps``: open this worker's CUDA context on its GPU and load the libraries
+    a run uses (cuBLAS, cuSPARSE, the sort and top-k kernels) before any run trains.
+
+    On an H200 (driver 580.159, torch 2.11+cu130) packed LightGCN runs under MPS died with
+    "illegal instruction" the moment the first of them reached its first evaluation (its
+    first cuBLAS call) while the others trained; plain PyTorch clients that loaded cuBLAS
+    together at start ran clean (bench/gpu_mps_check.sh). So every worker loads what it
+    needs up front (all kernels at once: the daemon exports ``CUDA_MODULE_LOADING=EAGER``)
+    and the executor starts no run on a GPU until all its workers report ready. Whether
+    this avoids the fault is for the next GPU session to show; a fault that still happens
+    is reported per run (see ``_release_gpu``).
+
+    ``CUDA_VISIBLE_DEVICES`` is set to the slot's GPU first, as RecBole's Config sets it
+    for each run: a context opened on another GPU would keep every run there.
+    """
+    import torch
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    dev = torch.device("cuda", 0)
+    x = torch.ones(128, 64, device=dev)
+    idx = torch.tensor([[0, 1, 2], [2, 0, 1]], device=dev)
+    adj = torch.sparse_coo_tensor(idx, torch.ones(3, device=dev), (128, 128)).coalesce()  # sort (cub)
+    y = torch.sparse.mm(adj, x)  # cuSPARSE
+    z = y @ x.T  # cuBLAS
+    torch.topk(z, 10, dim=-1)
+    adj.t().coalesce()
+    torch.cuda.synchronize()
 
 
 def _serve_tasks(conn, cache: bool) -> None:

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Why did `ablate run --per-gpu 4 --mps` die on an H200 with "CUDA error: an illegal
-# instruction was encountered"? One device call (about 4 minutes):
+# `ablate run --per-gpu 4 --mps` on an H200 (driver 580.159.04, torch 2.11+cu130): every
+# packed LightGCN run died with "CUDA error: an illegal instruction was encountered".
+# This is the diagnosis in one device call (about 4 minutes):
 #
 #   1. mps_probe.txt     plain PyTorch clients under ablate's MPS daemon, op family by op
 #                        family, launch-blocking (bench/gpu_mps_probe.py)
 #   2. mps_blocking.txt  the packed MPS sweep, 2 epochs, CUDA_LAUNCH_BLOCKING=1: the failed
 #                        runs' log tails name the op that faulted
 #   3. mps_eager.txt     sequential vs packed under MPS, 4 epochs, CUDA_MODULE_LOADING=EAGER
-#                        (every kernel module loaded at start, none while other clients run)
+#
+# What it showed on 2026-11-28 (H200): 1 passed (4 clients, all families); 2 passed (4
+# runs x 2 epochs, 33 s); 3 failed like the first time: thrust merge_sort / transform in
+# training steps faulted at the moment the first runs reached their first evaluation, and
+# one run's first cuBLAS call failed (CUBLAS_STATUS_NOT_INITIALIZED). Reading: a client
+# loading CUDA library code while other clients' kernels run. ablate now loads the
+# libraries in every worker before any run starts (worker._load_cuda_libraries, with
+# CUDA_MODULE_LOADING=EAGER exported by the daemon), so phase 3 now also tests that.
 #
 #   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_mps_check.sh
 set -u

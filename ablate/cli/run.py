@@ -105,6 +105,8 @@ def run_cmd(
             _start(daemon)  # inside the try: Ctrl-C while it starts still quits it below
         if executor is not None:
             executor.prestart(min(len(slots), len(runs)))
+            if daemon is not None:  # no run trains while a worker still loads its CUDA libraries
+                executor.wait_ready()
         return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
                       force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
                       gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,

@@ -66,7 +66,8 @@ class LocalExecutor(Executor):
         from ablate import worker
 
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker.serve, args=(child, slot.threads, self.cache), daemon=True,
+        gpu = None if self.simulate else slot.gpu  # a worker under MPS opens its context on it at start
+        proc = self._ctx.Process(target=worker.serve, args=(child, slot.threads, self.cache, gpu), daemon=True,
                                  name=f"ablate-worker-{slot.device}")
         proc.start()
         child.close()
@@ -78,6 +79,33 @@ class LocalExecutor(Executor):
         for slot in [s for s in self.slots if s.enabled][:max(0, n)]:
             if not self._alive(slot):
                 self._start(slot)
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Block until every started worker has said ``ready``, or died, or ``timeout``.
+
+        Used under ``--mps``, where a worker loads its CUDA libraries before it is ready and
+        no run may train on the GPU meanwhile (see ``worker._load_cuda_libraries``). Other
+        events are kept for the next ``poll``, which also reports a worker that died.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        waiting = {id(s): s for s in self.slots if s.conn is not None}
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            by_handle = {h: s for s in waiting.values() for h in (s.conn, s.process.sentinel)}
+            for h in wait(list(by_handle), timeout=left):
+                slot = by_handle[h]
+                if id(slot) not in waiting:
+                    continue
+                if h is slot.conn:
+                    try:
+                        ev = slot.conn.recv()
+                    except (EOFError, OSError):
+                        ev = None
+                    if ev is not None and ev.get("type") != "ready":
+                        self._pending.append(ev)
+                        continue
+                del waiting[id(slot)]  # ready, or dead
 
     def _alive(self, slot: Slot) -> bool:
         return slot.process is not None and slot.process.is_alive()

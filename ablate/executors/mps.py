@@ -45,8 +45,11 @@ class MPSDaemon:
         self._exe: str | None = None
 
     def _folders(self) -> dict[str, str]:
-        """The variables by which the daemon and its clients find each other."""
-        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log)}
+        """The variables by which the daemon and its clients find each other, and eager
+        module loading: each client loads every kernel when its context opens rather than
+        on first use, while other clients' kernels run (see ``worker._load_cuda_libraries``)."""
+        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe), "CUDA_MPS_LOG_DIRECTORY": str(self.log),
+                "CUDA_MODULE_LOADING": "EAGER"}
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # physical numbering

@@ -22,7 +22,7 @@ FAKE_CONTROL = """#!/usr/bin/env bash
 if [ "${1:-}" = "-d" ]; then
   echo "start $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> "$FAKE_MPS_LOG"
   [ -n "${FAKE_MPS_FAIL:-}" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
-  echo "env CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}" >> "$FAKE_MPS_LOG"
+  echo "env CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset} CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING-unset}" >> "$FAKE_MPS_LOG"
   [ -n "${FAKE_MPS_HANG:-}" ] && { echo "[server] cannot open /dev/nvidia0" > "$CUDA_MPS_LOG_DIRECTORY/control.log"; exit 0; }
   touch "$CUDA_MPS_PIPE_DIRECTORY/control"
   exit 0
@@ -56,7 +56,9 @@ def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
     assert len(log) == 3, log
     verb, pipe, logdir = log[0].split()
     assert verb == "start" and Path(pipe).name == "pipe" and Path(logdir).name == "log"
-    assert log[1] == "env CUDA_VISIBLE_DEVICES=unset"  # the daemon numbers GPUs physically, as the workers do
+    # the daemon numbers GPUs physically, as the workers do; its clients load kernels eagerly
+    assert log[1] == "env CUDA_VISIBLE_DEVICES=unset CUDA_MODULE_LOADING=EAGER"
+    assert "CUDA_MODULE_LOADING" not in os.environ and "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # restored
     assert log[2] == f"quit {pipe}"  # the same daemon, quit at the end
     assert not Path(pipe).exists()  # its folder is removed
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # the coordinator's environment is restored
@@ -95,3 +97,42 @@ def test_a_daemon_that_never_serves_is_quit_and_its_log_quoted(tmp_path, monkeyp
     assert message == "the MPS daemon made no control pipe within 0.3 s (its log says: [server] cannot open /dev/nvidia0)"
     assert (tmp_path / "mps.log").read_text().splitlines()[-1].startswith("quit ")  # not left running
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+
+
+def _sleeper():
+    import time
+
+    time.sleep(60)
+
+
+def test_wait_ready_holds_until_every_worker_is_ready_and_keeps_other_events():
+    """Under --mps no run starts while a worker still loads its CUDA libraries."""
+    import multiprocessing as mp
+    import threading
+    import time
+
+    from ablate.executors.local import LocalExecutor, Slot
+
+    ctx = mp.get_context("spawn")
+    slots, ends = [], []
+    for i in range(2):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_sleeper, daemon=True)
+        proc.start()
+        slots.append(Slot(gpu="0", label="cuda:0", process=proc, conn=parent))
+        ends.append(child)
+    ex = LocalExecutor(slots)
+    ends[0].send({"type": "ready"})
+    ends[1].send({"type": "note", "run_id": None})
+
+    def late_ready():
+        time.sleep(0.5)
+        ends[1].send({"type": "ready"})
+
+    threading.Thread(target=late_ready).start()
+    t0 = time.monotonic()
+    ex.wait_ready(timeout=10)
+    assert time.monotonic() - t0 >= 0.45  # it waited for the slow worker
+    assert ex.poll(timeout=0) == [{"type": "note", "run_id": None}]  # nothing else was lost
+    ex.shutdown(kill=True)
+    assert all(s.process is None for s in slots)
