@@ -30,6 +30,8 @@ LOCAL_KEYS = frozenset({
     "log_wandb", "wandb_project", "worker", "save_dataset", "dataset_save_path",
     "save_dataloaders", "dataloaders_save_path", "nproc", "world_size", "offset", "ip",
     "port", "local_rank", "verbose",
+    # how LightGCNOT computes, not what: the same numbers to float32 noise (tests/models)
+    "ot_solver", "ot_compile",
 })
 # Config values that are file system paths; relative ones are taken from the spec's folder.
 PATH_KEYS = frozenset({"data_path", "dataset_save_path", "dataloaders_save_path"})

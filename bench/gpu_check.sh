@@ -5,8 +5,9 @@
 #   0. graph_check.txt  LightGCNOT's CUDA-graphed draw and plans equal eager (gpu_graph_check.py)
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
 #   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
-#                       run of bench/ot_overhead.py (issue target: ratio <= 1.5); then the
-#                       same with ot_compile=true at the end, if time is left (ot_overhead_compile.txt)
+#                       run of bench/ot_overhead.py (issue target: ratio <= 1.5); the same with
+#                       PyTorch's plans instead of the Triton kernels (ot_overhead_torch.txt); and
+#                       with ot_compile=true at the end, if time is left (ot_overhead_compile.txt)
 #   3. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
 #                       (bench/gpu_sweep.sh; issue target: packed throughput >= 2.5x)
 #
@@ -43,9 +44,11 @@ t "1/3 kernels per step"
 timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/ot_ops.txt" | tail -16
 
-t "2/3 OT epoch overhead on ml-1m"
+t "2/3 OT epoch overhead on ml-1m (ot_solver=auto: Triton plans), then with PyTorch's plans"
 timeout 200 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/ot_overhead.txt" | tail -6
+timeout 150 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" \
+  -p ot_solver=torch 2>&1 | grep -v -i "warn" | tee "$OUT/ot_overhead_torch.txt" | tail -4
 
 t "3/3 packing: sequential, packed, packed under MPS"
 EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-200} ABLATE_DATA=$DATA OUT=$OUT \

@@ -80,6 +80,29 @@ def main() -> int:
     check("plans replay equals eager", torch.allclose(t_g, t_e, atol=1e-6) and torch.allclose(g_g, g_e, atol=1e-6),
           f"max |diff| {max((t_g - t_e).abs().max().item(), (g_g - g_e).abs().max().item()):.1e}")
 
+    import functools
+
+    from models import lightgcn_ot
+    from models.ot import fused
+    from models.ot import solvers as O
+
+    if fused.supported(*args):
+        problem = lightgcn_ot._fused_plan_problem(*args, model._plan_args)
+        check("Triton plans as close to float64 as PyTorch's float32 plans", problem is None, problem or "")
+        plain = O.CudaGraphed(functools.partial(O.ot_plans, **model._plan_args, fused=False))
+        for name, fn in (("Triton", model._plans), ("PyTorch", plain)):
+            fn(*args)
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(200):
+                fn(*args)
+            end.record()
+            torch.cuda.synchronize()
+            print(f"      plans of one step, graph replay, {name}: {start.elapsed_time(end) / 200 * 1000:.0f} us")
+    else:
+        check("Triton plans usable here", False, f"Triton importable: {fused.triton_available()}")
+
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     finite = True
     for i, inter in zip(range(20), train):

@@ -244,11 +244,21 @@ def ot_plans(
     gw_beta: float = 0.1,
     gw_outer: int = 5,
     gw_inner: int = 20,
+    fused: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The Wasserstein plan of ``c`` and the GW plan of ``(cs, ct)`` (skipped when ``cs`` is
     None: returns an empty tensor), computed without autograd. Shapes are static, so on
-    CUDA this function is captured once per shape by :class:`CudaGraphed`."""
+    CUDA this function is captured once per shape by :class:`CudaGraphed`. ``fused``: by
+    the Triton kernels of :mod:`models.ot.fused` where they take the inputs."""
     with torch.no_grad():
+        if fused:
+            from . import fused as F
+
+            if F.supported(c, cs, ct):
+                t = F.ipot(c, beta=wd_beta, n_iter=wd_iters)
+                if cs is None:
+                    return t, torch.empty(0, device=c.device, dtype=c.dtype)
+                return t, F.gw_plan(cs, ct, gw_beta, gw_outer, gw_inner)
         t = ipot(c, beta=wd_beta, n_iter=wd_iters)
         if cs is None:
             return t, torch.empty(0, device=c.device, dtype=c.dtype)
