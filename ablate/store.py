@@ -21,6 +21,7 @@ import enum
 import os
 import socket
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -247,7 +248,24 @@ def make_engine(db: str) -> Engine:
         raise StoreError(f"cannot open store {db}: {err}") from None
     except ModuleNotFoundError as err:
         raise StoreError(f"cannot open store {db}: driver missing ({err.name})") from None
+    _ENGINES.add(engine)
     return engine
+
+
+_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close the connections of every store this process opened (the CLI does, after each
+    command).
+
+    An engine sits in reference cycles of its own, so it outlives its ``Store`` and its
+    pooled SQLite connection closes whenever the garbage collector gets to it; the last
+    connection to close folds the write-ahead log into the database file. Closing at the
+    end of the command puts that at a known moment (in-process callers, tests comparing
+    the file before and after a command, saw it happen in the middle)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
 
 
 class Store:
@@ -262,6 +280,10 @@ class Store:
             self._ensure_schema(create)
         except (OperationalError, DatabaseError) as err:
             raise StoreError(f"cannot open store {self.db}: {str(err.orig).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        """Close the pooled connections (the store can still be used: it reconnects)."""
+        self.engine.dispose()
 
     @property
     def path(self) -> Path | None:

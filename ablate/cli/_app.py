@@ -44,6 +44,10 @@ class _Group(TyperGroup):
             fail("aborted", 130)
         except AblateError as exc:
             fail(str(exc).replace("\n", " "), exc.exit_code)
+        finally:
+            store = sys.modules.get("ablate.store")  # never imported for md/latex tables: nothing to close
+            if store is not None:
+                store.close_all()
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -62,7 +63,7 @@ def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
     assert log[2] == f"quit {pipe}"  # the same daemon, quit at the end
     assert not Path(pipe).exists()  # its folder is removed
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # the coordinator's environment is restored
-    with sqlite3.connect(db) as c:
+    with closing(sqlite3.connect(db)) as c:
         got = c.execute("select status, device from runs").fetchall()
     assert got == [("done", "cuda:0+mps"), ("done", "cuda:0+mps")]  # the workers were its clients
 
@@ -81,7 +82,9 @@ def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec):
     missing = runner.invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--mps"],
                             env={**env, "PATH": "/nonexistent"})
     assert missing.exit_code == 2 and "nvidia-cuda-mps-control" in missing.output and "not found" in missing.output
-    assert not db.exists() or sqlite3.connect(db).execute("select count(*) from runs").fetchone() == (0,)
+    if db.exists():
+        with closing(sqlite3.connect(db)) as c:
+            assert c.execute("select count(*) from runs").fetchone() == (0,)
 
 
 def test_a_daemon_that_never_serves_is_quit_and_its_log_quoted(tmp_path, monkeypatch):
