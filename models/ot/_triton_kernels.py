@@ -14,7 +14,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 @triton.jit
 def _ipot_rounded(log_k, log_t, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOCK: tl.constexpr):
     """IPOT from the plan ``exp(log_t)`` on the kernel ``exp(log_k)``, then rounding.
-    Padding entries hold _NEG and stay there; returns the plan (0 on padding)."""
+    Padding holds -1e30 ("log 0", finite so that a max-shift never computes -inf - -inf)
+    and stays there; returns the plan (0 on padding). 1.1754943508222875e-38 is float32's
+    smallest normal, the ``tiny`` of ``solvers.round_to_marginals``."""
     ok = row_ok & col_ok
     log_sigma = tl.where(col_ok, log_b, -1.0e30)
     for _ in range(n_iter):
