@@ -440,7 +440,10 @@ def serve(conn, threads: int | None = None, cache: bool = True, gpu: int | str |
     _exit_with_parent()
     _prepare_process(threads)
     if gpu is not None and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
-        _load_cuda_libraries(gpu)
+        try:
+            _load_cuda_libraries(gpu)
+        except Exception as exc:  # noqa: BLE001 - a warm-up; a run on a broken GPU reports it as its own error
+            print(f"ablate worker: loading CUDA libraries on GPU {gpu} failed: {exc!r}".splitlines()[0], file=sys.stderr)
     conn.send({"type": "ready", "pid": os.getpid()})
     _serve_tasks(conn, cache)
 
