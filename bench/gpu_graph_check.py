@@ -80,16 +80,13 @@ def main() -> int:
     check("plans replay equals eager", torch.allclose(t_g, t_e, atol=1e-6) and torch.allclose(g_g, g_e, atol=1e-6),
           f"max |diff| {max((t_g - t_e).abs().max().item(), (g_g - g_e).abs().max().item()):.1e}")
 
-    import functools
-
     from models import lightgcn_ot
     from models.ot import fused
-    from models.ot import solvers as O
 
     if fused.supported(*args):
         problem = lightgcn_ot._fused_plan_problem(*args, model._plan_args)
         check("Triton plans as close to float64 as PyTorch's float32 plans", problem is None, problem or "")
-        plain = O.CudaGraphed(functools.partial(O.ot_plans, **model._plan_args, fused=False))
+        plain = model._plan_solver(fused=False)
         for name, fn in (("Triton", model._plans), ("PyTorch", plain)):
             fn(*args)
             torch.cuda.synchronize()

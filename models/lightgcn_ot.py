@@ -303,7 +303,7 @@ class LightGCNOT(LightGCNBase):
         self._plan_args = dict(wd_beta=self.wd_beta, wd_iters=self.wd_iters, gw_beta=self.gw_beta,
                                gw_outer=self.gw_outer, gw_inner=self.gw_inner)
         self._fused_unchecked = self.ot_solver != "torch"
-        self._plans = O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=self._fused_unchecked))
+        self._plans = self._plan_solver(fused=self._fused_unchecked)
         self._epoch = -1
         self._clusters_epoch = None
         self.node_cluster = None
@@ -515,7 +515,7 @@ class LightGCNOT(LightGCNBase):
 
         self._fused_unchecked = False
         if self.ot_solver == "auto" and not _on_gpu(c):  # the kernels are for GPUs
-            self._plans = O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=False))
+            self._plans = self._plan_solver(fused=False)
             return
         if not triton_ot.supported(c, cs, ct):
             if self.ot_solver == "triton" and c.is_cuda:
@@ -532,7 +532,11 @@ class LightGCNOT(LightGCNBase):
         if self.ot_solver == "triton":
             raise RuntimeError(f"ot_solver=triton: {problem}")
         warnings.warn(f"LightGCNOT: Triton OT plans not used ({problem}); using PyTorch's")
-        self._plans = O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=False))
+        self._plans = self._plan_solver(fused=False)
+
+    def _plan_solver(self, fused: bool) -> O.CudaGraphed:
+        """The detached plans of this model's settings, replayed from CUDA graphs on a GPU."""
+        return O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=fused))
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:

@@ -250,19 +250,17 @@ def ot_plans(
     None: returns an empty tensor), computed without autograd. Shapes are static, so on
     CUDA this function is captured once per shape by :class:`CudaGraphed`. ``fused``: by
     the Triton kernels of :mod:`models.ot.fused` where they take the inputs."""
-    with torch.no_grad():
-        if fused:
-            from . import fused as F
+    w_solver, gw_solver = ipot, gw_plan
+    if fused:
+        from . import fused as F
 
-            if F.supported(c, cs, ct):
-                t = F.ipot(c, beta=wd_beta, n_iter=wd_iters)
-                if cs is None:
-                    return t, torch.empty(0, device=c.device, dtype=c.dtype)
-                return t, F.gw_plan(cs, ct, gw_beta, gw_outer, gw_inner)
-        t = ipot(c, beta=wd_beta, n_iter=wd_iters)
+        if F.supported(c, cs, ct):
+            w_solver, gw_solver = F.ipot, F.gw_plan
+    with torch.no_grad():
+        t = w_solver(c, beta=wd_beta, n_iter=wd_iters)
         if cs is None:
             return t, torch.empty(0, device=c.device, dtype=c.dtype)
-        return t, gw_plan(cs, ct, gw_beta, gw_outer, gw_inner)
+        return t, gw_solver(cs, ct, gw_beta, gw_outer, gw_inner)
 
 
 class CudaGraphed:
