@@ -12,12 +12,23 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
-def _ipot_rounded(log_k, log_t, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOCK: tl.constexpr):
-    """IPOT from the plan ``exp(log_t)`` on the kernel ``exp(log_k)``, then rounding.
+def _tile(n, m, BLOCK: tl.constexpr):
+    """This program's problem and its ``[BLOCK, BLOCK]`` tile: ``(pid, rows, cols, row_ok,
+    col_ok)``, the masks marking the ``n x m`` entries that are not padding."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, BLOCK)[:, None]
+    cols = tl.arange(0, BLOCK)[None, :]
+    return pid, rows, cols, rows < n, cols < m
+
+
+@triton.jit
+def _ipot_rounded(log_k, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOCK: tl.constexpr):
+    """IPOT from the all-ones plan on the kernel ``exp(log_k)``, then rounding.
     Padding holds -1e30 ("log 0", finite so that a max-shift never computes -inf - -inf)
     and stays there; returns the plan (0 on padding). 1.1754943508222875e-38 is float32's
     smallest normal, the ``tiny`` of ``solvers.round_to_marginals``."""
     ok = row_ok & col_ok
+    log_t = tl.where(ok, 0.0, -1.0e30)
     log_sigma = tl.where(col_ok, log_b, -1.0e30)
     for _ in range(n_iter):
         log_q = tl.where(ok, log_k + log_t, -1.0e30)
@@ -41,29 +52,20 @@ def _ipot_rounded(log_k, log_t, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOC
     norm = tl.maximum(tl.sum(err_r, axis=0), 1.1754943508222875e-38)  # [1]
     return tl.where(ok, t + err_r * err_c / norm[None, :], 0.0)
 
+
 @triton.jit
 def ipot_kernel(c_ptr, out_ptr, n, m, neg_inv_beta, log_a, log_b, a, b, n_iter, BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    rows = tl.arange(0, BLOCK)[:, None]
-    cols = tl.arange(0, BLOCK)[None, :]
-    row_ok = rows < n
-    col_ok = cols < m
-    ok = row_ok & col_ok
+    pid, rows, cols, row_ok, col_ok = _tile(n, m, BLOCK)
     offs = pid * n * m + rows * m + cols
-    c = tl.load(c_ptr + offs, mask=ok, other=0.0)
-    log_k = c * neg_inv_beta
-    log_t = tl.where(ok, 0.0, -1.0e30)
-    t = _ipot_rounded(log_k, log_t, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOCK)
-    tl.store(out_ptr + offs, t, mask=ok)
+    c = tl.load(c_ptr + offs, mask=row_ok & col_ok, other=0.0)
+    t = _ipot_rounded(c * neg_inv_beta, row_ok, col_ok, log_a, log_b, a, b, n_iter, BLOCK)
+    tl.store(out_ptr + offs, t, mask=row_ok & col_ok)
+
 
 @triton.jit
 def gw_kernel(cs_ptr, ct_ptr, out_ptr, n, m, neg_inv_beta, log_a, log_b, a, b, n_outer, n_inner,
               BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    rows = tl.arange(0, BLOCK)[:, None]
-    cols = tl.arange(0, BLOCK)[None, :]
-    row_ok = rows < n
-    col_ok = cols < m
+    pid, rows, cols, row_ok, col_ok = _tile(n, m, BLOCK)
     ok = row_ok & col_ok
     cs = tl.load(cs_ptr + pid * n * n + rows * n + cols, mask=row_ok & (cols < n), other=0.0)
     # ct transposed as loaded: ctt[l, j] = ct[j, l]
@@ -77,7 +79,6 @@ def gw_kernel(cs_ptr, ct_ptr, out_ptr, n, m, neg_inv_beta, log_a, log_b, a, b, n
         ct2q = tl.sum(ctt * ctt * q[:, None], axis=0)  # (q^T Ct^2^T)_j = sum_l q_l Ct_jl^2
         cg = tl.dot(cs, gamma, input_precision="ieee")
         lin = cs2p[:, None] + ct2q[None, :] - 2.0 * tl.dot(cg, ctt, input_precision="ieee")
-        log_t = tl.where(ok, 0.0, -1.0e30)
-        gamma = _ipot_rounded(lin * neg_inv_beta, log_t, row_ok, col_ok, log_a, log_b, a, b, n_inner, BLOCK)
+        gamma = _ipot_rounded(lin * neg_inv_beta, row_ok, col_ok, log_a, log_b, a, b, n_inner, BLOCK)
     tl.store(out_ptr + pid * n * m + rows * m + cols, gamma, mask=ok)
 
