@@ -249,7 +249,7 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     state = {"epoch": None, "best_epoch": None, "best_score": None}
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
     gpu = task.get("gpu")
-    mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))  # ablate run --mps: the GPU is shared through MPS
+    mps = _under_mps()
     device = "cpu" if gpu is None else f"cuda:{gpu}" + ("+mps" if mps else "")
     emit({**base, "type": "started", "device": device, "log_path": str(log_path), "mps": mps})
 
@@ -439,13 +439,19 @@ def serve(conn, threads: int | None = None, cache: bool = True, gpu: int | str |
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     _prepare_process(threads)
-    if gpu is not None and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+    if gpu is not None and _under_mps():
         try:
             _load_cuda_libraries(gpu)
         except Exception as exc:  # noqa: BLE001 - a warm-up; a run on a broken GPU reports it as its own error
             print(f"ablate worker: loading CUDA libraries on GPU {gpu} failed: {exc!r}".splitlines()[0], file=sys.stderr)
     conn.send({"type": "ready", "pid": os.getpid()})
     _serve_tasks(conn, cache)
+
+
+def _under_mps() -> bool:
+    """``ablate run --mps``: this worker's GPU is shared through the daemon whose folders
+    the coordinator exported (``ablate.executors.mps``)."""
+    return bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
 
 
 def _load_cuda_libraries(gpu: int | str) -> None:
