@@ -21,21 +21,8 @@
 # phase only starts with 150 s left and stops by then; a device command may run 600 s).
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-START=$(date +%s)
-if [ -n "${WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ablate-site "$WHEELS"/*.whl \
-    || { echo "FATAL: cannot install the wheels in $WHEELS"; exit 2; }
-  export PYTHONPATH=/tmp/ablate-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-else
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
-DATA=$(cd "${ABLATE_DATA:-../shared/data}" && pwd) || { echo "FATAL: no data folder"; exit 2; }
+. bench/_gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-t() { echo "== $1 (t=$(( $(date +%s) - START ))s)"; }
 
 t "0/3 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
 timeout 90 python3 bench/gpu_graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"

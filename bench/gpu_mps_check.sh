@@ -20,20 +20,7 @@
 #   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_mps_check.sh
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-START=$(date +%s)
-if [ -n "${WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ablate-site "$WHEELS"/*.whl \
-    || { echo "FATAL: cannot install the wheels in $WHEELS"; exit 2; }
-  export PYTHONPATH=/tmp/ablate-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-else
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
-DATA=$(cd "${ABLATE_DATA:-../shared/data}" && pwd) || { echo "FATAL: no data folder"; exit 2; }
-t() { echo "== $1 (t=$(( $(date +%s) - START ))s)"; }
+. bench/_gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_mode --format=csv,noheader
 
 t "1/3 plain PyTorch clients under MPS"
