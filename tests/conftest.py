@@ -42,3 +42,28 @@ def tiny_spec(tmp_path: Path) -> Path:
 def db(tmp_path: Path) -> str:
     """Path of a results database in the test's own folder (not created yet)."""
     return str(tmp_path / "results.db")
+
+
+@pytest.fixture
+def stand_in_worker():
+    """``make(gpu="0", run_id=None) -> (Slot, pipe end)``: an executor slot whose worker is
+    a real process on a real pipe that does nothing; the test speaks for it through the
+    pipe end (what a worker reports on a GPU that cannot exist here). Killed afterwards."""
+    import multiprocessing as mp
+    import time
+
+    from ablate.executors.local import Slot
+
+    ctx = mp.get_context("spawn")
+    procs = []
+
+    def make(gpu="0", run_id=None):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=time.sleep, args=(60,), daemon=True)
+        proc.start()
+        procs.append(proc)
+        return Slot(gpu=gpu, threads=4, label=f"cuda:{gpu}", process=proc, conn=parent, run_id=run_id), child
+
+    yield make
+    for proc in procs:
+        proc.kill()

@@ -102,29 +102,15 @@ def test_a_daemon_that_never_serves_is_quit_and_its_log_quoted(tmp_path, monkeyp
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
 
 
-def _sleeper():
-    import time
-
-    time.sleep(60)
-
-
-def test_wait_ready_holds_until_every_worker_is_ready_and_keeps_other_events():
+def test_wait_ready_holds_until_every_worker_is_ready_and_keeps_other_events(stand_in_worker):
     """Under --mps no run starts while a worker still loads its CUDA libraries."""
-    import multiprocessing as mp
     import threading
     import time
 
-    from ablate.executors.local import LocalExecutor, Slot
+    from ablate.executors.local import LocalExecutor
 
-    ctx = mp.get_context("spawn")
-    slots, ends = [], []
-    for i in range(2):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_sleeper, daemon=True)
-        proc.start()
-        slots.append(Slot(gpu="0", label="cuda:0", process=proc, conn=parent))
-        ends.append(child)
-    ex = LocalExecutor(slots)
+    slots, ends = zip(*(stand_in_worker() for _ in range(2)))
+    ex = LocalExecutor(list(slots))
     ends[0].send({"type": "ready"})
     ends[1].send({"type": "note", "run_id": None})
 

@@ -9,12 +9,10 @@ raised the sticky error, the process died, and the store said only "worker proce
 
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import pytest
 
 from ablate import worker
-from ablate.executors.local import LocalExecutor, Slot
+from ablate.executors.local import LocalExecutor
 from ablate.executors.packing import AutoPack
 
 FAULT = "CUDA error: an illegal instruction was encountered"
@@ -86,24 +84,8 @@ def test_the_worker_loop_ends_after_a_lost_context_without_asking_for_more(tmp_p
     assert [e["type"] for e in pipe.sent] == ["started", "finished"]
 
 
-def _slot_with_worker(gpu="0"):
-    """A slot whose 'worker' is a real process on a real pipe; the test speaks for it."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_sleep, daemon=True)
-    proc.start()
-    slot = Slot(gpu=gpu, threads=4, label=f"cuda:{gpu}", process=proc, conn=parent, run_id=7)
-    return slot, child
-
-
-def _sleep():
-    import time
-
-    time.sleep(60)
-
-
-def test_the_executor_retires_a_worker_that_lost_its_context():
-    slot, child = _slot_with_worker()
+def test_the_executor_retires_a_worker_that_lost_its_context(stand_in_worker):
+    slot, child = stand_in_worker(run_id=7)
     ex = LocalExecutor([slot])
     proc = slot.process
     child.send({"type": "finished", "run_id": 7, "status": "failed", "error": "x" + worker.LOST_CONTEXT, "retire": True})
@@ -113,8 +95,8 @@ def test_the_executor_retires_a_worker_that_lost_its_context():
     assert ex.capacity() == 1  # the slot is free; its next run starts a fresh worker
 
 
-def test_no_warm_workers_still_report_their_peak_to_auto_packing():
-    slot, child = _slot_with_worker()
+def test_no_warm_workers_still_report_their_peak_to_auto_packing(stand_in_worker):
+    slot, child = stand_in_worker(run_id=7)
     ex = LocalExecutor([slot], cache=False, auto=AutoPack({"0": 81559.0}))
     child.send({"type": "finished", "run_id": 7, "status": "done", "peak_mem_mb": 15000.0})
     ex.poll(timeout=5)
