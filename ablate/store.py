@@ -281,10 +281,6 @@ class Store:
         except (OperationalError, DatabaseError) as err:
             raise StoreError(f"cannot open store {self.db}: {str(err.orig).splitlines()[0]}") from None
 
-    def close(self) -> None:
-        """Close the pooled connections (the store can still be used: it reconnects)."""
-        self.engine.dispose()
-
     @property
     def path(self) -> Path | None:
         url = to_url(self.db)
