@@ -32,6 +32,8 @@ LOCAL_KEYS = frozenset({
     "port", "local_rank", "verbose",
     # how LightGCNOT computes, not what: the same numbers to float32 noise (tests/models)
     "ot_solver", "ot_compile",
+    # how an epoch is driven, not what it computes: the same numbers bit for bit (tests/perf)
+    "fast_path",
 })
 # Config values that are file system paths; relative ones are taken from the spec's folder.
 PATH_KEYS = frozenset({"data_path", "dataset_save_path", "dataloaders_save_path"})

@@ -382,14 +382,30 @@ def _peak_mb(device) -> float | None:
 
 def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
-    and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch."""
+    and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
+
+    Unless the config says ``fast_path: false``, the epoch itself runs through
+    :mod:`ablate.fastpath` (RecBole's loop, sampler and batching without the per-batch
+    host work; the same numbers) wherever the trainer is RecBole's generic one."""
+    from ablate import fastpath
+
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     n_batches = max(1, len(train_data))
+    fast = trainer.config["fast_path"] is not False and fastpath.replaceable(trainer)
+    if fast:
+        fastpath.vectorize_sampler(getattr(train_data, "_sampler", None))
 
-    def _train_epoch(data, epoch_idx, *args, **kwargs):
+    def _check_nan(loss):  # RecBole's per-batch check, and fastpath's check of the running sums
+        if not bool(torch_isfinite(loss)):
+            raise NanLoss(state["epoch"] if state["epoch"] is not None else 0)
+
+    def _train_epoch(data, epoch_idx, loss_func=None, show_progress=False):
         state["epoch"] = epoch_idx
         t = time.time()
-        total = train_epoch(data, epoch_idx, *args, **kwargs)
+        if fast and not show_progress:
+            total = fastpath.train_epoch(trainer, data, epoch_idx, _check_nan, loss_func=loss_func)
+        else:
+            total = train_epoch(data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         terms = list(total) if isinstance(total, tuple) else [total]
         names = _loss_names(model, len(terms))
         losses = {n: float(v) / n_batches for n, v in zip(names, terms)}
@@ -406,10 +422,6 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
             state["best_score"], state["best_epoch"] = score_f, state["epoch"]
         emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
         return score, result
-
-    def _check_nan(loss):
-        if not bool(torch_isfinite(loss)):
-            raise NanLoss(state["epoch"] if state["epoch"] is not None else 0)
 
     trainer._train_epoch, trainer._valid_epoch, trainer._check_nan = _train_epoch, _valid_epoch, _check_nan
 

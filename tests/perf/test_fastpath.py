@@ -1,0 +1,176 @@
+"""``ablate.fastpath`` gives RecBole's numbers bit for bit, with less host work per batch.
+
+Three levels: the batches themselves (order, fields, negatives) over several epochs,
+whole runs through the worker (every loss term, valid score and metric, for a one-loss
+model and a tuple-loss one), and the host syncs an epoch costs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ablate import compat, fastpath
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = Path(__file__).with_name("run_tasks.py")
+
+BASE = {
+    "dataset": "ml-100k", "epochs": 2, "train_batch_size": 2048, "embedding_size": 8,
+    "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10", "eval_batch_size": 409600,
+    "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
+    "seed": 2020, "metric_decimal_place": 12,
+}
+
+
+@pytest.fixture(scope="module")
+def ml100k():
+    """``make(**overrides) -> (config, train_data)`` from one parsed ml-100k dataset."""
+    compat.apply()
+    import recbole
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    data_path = str(Path(recbole.__file__).parent / "dataset_example")
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        config = Config(model="LightGCN", dataset="ml-100k", config_dict={**BASE, "data_path": data_path, "state": "ERROR"})
+    finally:
+        sys.argv = argv
+    dataset = create_dataset(config)
+
+    def make(**overrides):
+        for k, v in overrides.items():
+            config[k] = v
+        init_seed(config["seed"], True)
+        train, _, _ = data_preparation(config, copy.deepcopy(dataset))
+        return config, train
+
+    return make
+
+
+def _epochs(batches_of, n: int) -> list[list[dict]]:
+    from recbole.utils import init_seed
+
+    init_seed(7, True)  # the negative sampler draws from numpy's global stream
+    return [[{k: v.clone() for k, v in b.interaction.items()} for b in batches_of()] for _ in range(n)]
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["bool-table", "binary-search"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_and_negatives_equal_recboles(ml100k, monkeypatch, table, shuffle):
+    _, theirs = ml100k(shuffle=shuffle)
+    _, ours = ml100k(shuffle=shuffle)
+    kind = torch.utils.data.RandomSampler if shuffle else torch.utils.data.SequentialSampler
+    assert type(ours.sampler) is kind
+    monkeypatch.setattr(fastpath, "TABLE_MAX", 2**26 if table else 0)
+    assert fastpath._batchable(ours)
+    fastpath.vectorize_sampler(ours._sampler)
+    assert "sample_by_key_ids" in vars(ours._sampler) and "sample_by_key_ids" not in vars(theirs._sampler)
+
+    expected = _epochs(lambda: iter(theirs), 3)
+    got = _epochs(lambda: fastpath.train_batches(ours), 3)
+    assert [len(e) for e in got] == [len(e) for e in expected] == [len(theirs)] * 3
+    for e_got, e_exp in zip(got, expected):
+        for b_got, b_exp in zip(e_got, e_exp):
+            assert b_got.keys() == b_exp.keys()
+            for k in b_exp:
+                assert torch.equal(b_got[k], b_exp[k]), k
+    # not vacuous: epochs differ from each other, and negatives avoid each user's positives
+    if shuffle:
+        assert not torch.equal(got[0][0]["user_id"], got[1][0]["user_id"])
+    used = ours._sampler.used_ids
+    batch = got[0][0]
+    assert not any(int(i) in used[int(u)] for u, i in zip(batch["user_id"], batch["neg_item_id"]))
+
+
+def test_unrecognised_loaders_go_through_recbole(ml100k):
+    _, loader = ml100k()
+    loader.num_workers = 1  # what fastpath does not reproduce: it must iterate the loader itself
+    assert not fastpath._batchable(loader)
+
+
+def _task(run_id: int, config: dict, root: Path) -> dict:
+    return {"run_id": run_id, "model": config["model"], "config": config, "run_dir": str(root / "runs" / str(run_id))}
+
+
+def _numbers(events: list[dict]) -> list:
+    out = []
+    for e in events:
+        if e["type"] == "epoch":
+            out.append(("epoch", e["epoch"], e["losses"]))
+        elif e["type"] == "valid":
+            out.append(("valid", e["epoch"], e["valid_score"], e["valid"]))
+        elif e["type"] == "finished":
+            out.append(("finished", e["status"], e.get("error"), e.get("metrics"), e["epoch"], e["best_epoch"]))
+    return out
+
+
+def test_runs_equal_recboles_loop_exactly(tmp_path):
+    """One warm process, each model with fast_path off then on: every number equal."""
+    ot_defaults = yaml.safe_load((ROOT / "models" / "config" / "LightGCNOT.yaml").read_text())
+    configs = [
+        {**BASE, "model": "LightGCN"},
+        {**ot_defaults, **BASE, "model": "LightGCNOT", "ot_weight": 0.01, "epochs": 1},
+    ]
+    tasks = [_task(i, {**c, "fast_path": fast}, tmp_path)
+             for i, (c, fast) in enumerate((c, f) for c in configs for f in (False, True))]
+    src, dst = tmp_path / "tasks.json", tmp_path / "out.json"
+    src.write_text(json.dumps(tasks))
+    subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), "--threads=1"], check=True, cwd=tmp_path,
+                   timeout=900)
+    runs = [_numbers(evs) for evs in json.loads(dst.read_text())["runs"]]
+    for slow, fast in (runs[0:2], runs[2:4]):
+        assert slow[-1][1] == "done", slow[-1]
+        assert fast == slow
+    assert set(runs[2][0][2]) == {"bpr", "reg", "ot"} and runs[2][0][2]["ot"] > 0  # a tuple loss, really
+    assert runs[0][-1][3] != runs[2][-1][3]
+
+
+class _CountItems(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (``.item()``, ``bool(t)``): on a GPU,
+    each is a synchronisation with the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_an_epoch_reads_the_loss_back_once_per_check_not_per_batch(ml100k):
+    from recbole.model.general_recommender import LightGCN
+    from recbole.utils import get_trainer, init_seed
+
+    # SGD: Adam reads its step counters with .item() (host tensors, no GPU sync) every step
+    config, train = ml100k(train_batch_size=512, learner="sgd", n_layers=1)
+    n = len(train)
+    assert n > 2 * fastpath.CHECK_EVERY
+    counts = {}
+    for name in ("recbole", "fastpath"):
+        init_seed(2020, True)
+        model = LightGCN(config, train._dataset)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        assert fastpath.replaceable(trainer)
+        checks = []
+        with _CountItems() as c:
+            if name == "recbole":
+                trainer._train_epoch(train, 0)
+            else:
+                fastpath.train_epoch(trainer, train, 0, lambda total: checks.append(bool(torch.isfinite(total).all())))
+        counts[name] = c.n
+    assert counts["recbole"] >= 2 * n  # .item() and the isnan test, every batch
+    assert counts["fastpath"] == n // fastpath.CHECK_EVERY + 1 == len(checks)
+    assert counts["fastpath"] * 16 < counts["recbole"]
+    assert all(checks)
