@@ -40,7 +40,7 @@ from recbole.utils import InputType
 
 from .ot.sampling import CSR
 
-__all__ = ["LightGCNBase", "bipartite_coo", "gather_rows", "normalized_adjacency"]
+__all__ = ["LightGCNBase", "bipartite_coo", "gather_rows", "normalized_adjacency", "propagate_symmetric"]
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,30 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     1.3-2x faster on this path (2048 x 32 rows: 186 vs 344 us forward+backward).
     """
     return x.index_select(0, index)
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """``adj @ x`` for a symmetric sparse ``adj``, whose backward is ``adj @ grad``."""
+
+    @staticmethod
+    def forward(ctx, adj, x):
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, torch.sparse.mm(ctx.adj, grad)
+
+
+def propagate_symmetric(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\hat A x` for the symmetric :math:`\hat A` of :func:`normalized_adjacency`.
+
+    ``torch.sparse.mm``'s backward multiplies by :math:`\hat A^\top`, which it builds by
+    transposing the COO indices and coalescing them again: on CUDA a sort of every edge
+    and a host sync per layer per step. :math:`\hat A` is its own transpose, bit for bit
+    (``dinv[row] * dinv[col]`` over a symmetric edge list), so the backward reuses it and
+    gives the same gradient (``tests/models/test_models.py``)."""
+    return _SymmetricSpMM.apply(adj, x)
 
 
 def bipartite_coo(inter: sp.coo_matrix, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +149,7 @@ class LightGCNBase(GeneralRecommender):
         emb = self.get_ego_embeddings()
         layers = [emb]
         for layer in range(1, self.n_layers + 1):
-            emb = torch.sparse.mm(self.norm_adj_matrix, emb)
+            emb = propagate_symmetric(self.norm_adj_matrix, emb)
             if perturbed:
                 emb = self.perturb(emb, layer)
             layers.append(emb)

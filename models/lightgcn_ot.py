@@ -91,7 +91,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .lightgcn_base import LightGCNBase, gather_rows
+from .lightgcn_base import LightGCNBase, gather_rows, propagate_symmetric
 from .ot import losses as L
 from .ot import sampling as S
 from .ot import solvers as O
@@ -471,7 +471,7 @@ class LightGCNOT(LightGCNBase):
         emb = self.get_ego_embeddings()
         out = [emb]
         for _ in range(self.n_layers):
-            emb = torch.sparse.mm(self.norm_adj_matrix, emb)
+            emb = propagate_symmetric(self.norm_adj_matrix, emb)
             emb = emb + simgcl_noise(emb, self.simgcl_eps)
             out.append(emb)
         return out

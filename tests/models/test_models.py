@@ -85,3 +85,27 @@ def test_trains_evaluates_and_checkpoints(recbole_env, name, overrides):
     with torch.no_grad():
         model.restore_user_e = model.restore_item_e = None
         torch.testing.assert_close(fresh.full_sort_predict(inter), model.full_sort_predict(inter))
+
+
+def test_symmetric_propagation_has_spmms_gradient_bit_for_bit(recbole_env):
+    """The backward of propagate_symmetric multiplies by the adjacency itself instead of
+    a re-coalesced transpose: valid because the adjacency is bitwise symmetric."""
+    from models.lightgcn_base import propagate_symmetric
+
+    config, train, _, _ = recbole_env(models.get_model("SimGCL"))
+    adj = models.get_model("SimGCL")(config, train._dataset).norm_adj_matrix
+    t = adj.t().coalesce()
+    assert torch.equal(t.indices(), adj.indices()) and torch.equal(t.values(), adj.values())
+
+    x = torch.randn(adj.shape[0], 16, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(adj.shape[0], 16, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for spmm in (torch.sparse.mm, propagate_symmetric):
+        x0 = x.clone().requires_grad_()
+        y = x0
+        for _ in range(3):
+            y = spmm(adj, y)
+        (y * w).sum().backward()
+        grads.append((y.detach(), x0.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    assert grads[1][1].abs().sum() > 0
