@@ -4,6 +4,8 @@
 #
 #   0. graph_check.txt  LightGCNOT's CUDA-graphed draw and plans equal eager (gpu_graph_check.py)
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
+#      epoch_host.txt   ml-1m LightGCN epoch: RecBole's loop vs ablate.fastpath, time, equal
+#                       losses, host syncs per epoch (bench/epoch_host.py)
 #   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
 #                       run of bench/ot_overhead.py (issue target: ratio <= 1.5); the same with
 #                       PyTorch's plans instead of the Triton kernels (ot_overhead_torch.txt); and
@@ -27,9 +29,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 t "0/3 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
 timeout 90 python3 bench/gpu_graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"
 
-t "1/3 kernels per step"
+t "1/3 kernels per step; host work of an epoch, RecBole's loop vs ablate's"
 timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" 2>&1 \
   | grep -v -i "warn" | tee "$OUT/ot_ops.txt" | tail -16
+timeout 120 python3 bench/epoch_host.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs 2 2>&1 \
+  | grep -v -i "warn" | tee "$OUT/epoch_host.txt" | tail -4
 
 t "2/3 OT epoch overhead on ml-1m (ot_solver=auto: Triton plans), then with PyTorch's plans"
 timeout 200 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" 2>&1 \

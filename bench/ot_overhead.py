@@ -1,6 +1,7 @@
 """What the OT term costs: LightGCNOT vs LightGCN, epoch time and peak memory.
 
-Real data (each model trains in its own child process, so peak memory is its own):
+Real data (each model trains in its own child process, so peak memory is its own), with
+the epoch loop ``ablate run`` uses (``--loop recbole``: RecBole's own):
 
     python bench/ot_overhead.py --dataset ml-1m --data-path /work/shared/data --device cuda
 
@@ -61,7 +62,7 @@ def _real_child(args, model_name, params, queue):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ablate import compat
+    from ablate import compat, fastpath
 
     compat.apply()
     import recbole
@@ -93,15 +94,21 @@ def _real_child(args, model_name, params, queue):
         torch.cuda.reset_peak_memory_stats()
     rss0 = _peak_mb(args.device)
     times, losses = [], None
+    fast = args.loop == "fastpath" and fastpath.replaceable(trainer)
+    if fast:
+        fastpath.vectorize_sampler(tr._sampler)
     for epoch in range(args.epochs):
         _sync(args.device)
         t0 = time.perf_counter()
-        losses = trainer._train_epoch(tr, epoch, show_progress=False)
+        if fast:
+            losses = fastpath.train_epoch(trainer, tr, epoch, lambda total: None)
+        else:
+            losses = trainer._train_epoch(tr, epoch, show_progress=False)
         _sync(args.device)
         times.append(time.perf_counter() - t0)
     steady = times[1:] if len(times) > 1 else times
     queue.put({
-        "model": model_name, "build_s": build, "epoch_s": sum(steady) / len(steady), "epochs": times,
+        "model": model_name, "loop": "fastpath" if fast else "recbole", "build_s": build, "epoch_s": sum(steady) / len(steady), "epochs": times,
         "peak_mb": _peak_mb(args.device), "peak_mb_before_training": rss0,
         "loss_names": list(getattr(model, "loss_names", ("loss",))),
         "losses": list(losses) if isinstance(losses, tuple) else [losses],
@@ -121,7 +128,8 @@ def run_real(args, params):
         print(json.dumps(res), flush=True)
     base, ot = results["LightGCN"], results["LightGCNOT"]
     mem_key = "peak_mb"
-    print(f"\n{'':12s}{'epoch s':>10s}{'peak MB':>10s}  ({args.dataset}, {args.device}, batch {args.batch_size})")
+    print(f"\n{'':12s}{'epoch s':>10s}{'peak MB':>10s}  ({args.dataset}, {args.device}, batch {args.batch_size}, "
+          f"{args.loop}'s epoch loop)")
     for name in ("LightGCN", "LightGCNOT"):
         print(f"{name:12s}{results[name]['epoch_s']:10.3f}{results[name][mem_key]:10.1f}")
     print(f"{'ratio':12s}{ot['epoch_s'] / base['epoch_s']:10.2f}{ot[mem_key] / max(base[mem_key], 1e-9):10.2f}")
@@ -217,6 +225,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="epochs per model; the first is a warm-up when > 1")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--loop", choices=["fastpath", "recbole"], default="fastpath",
+                   help="epoch loop: ablate's (what `ablate run` trains with) or RecBole's own")
     p.add_argument("-p", "--param", action="append", help="LightGCNOT setting key=value (JSON value)")
     p.add_argument("--synthetic-nodes", type=int, default=0, help="train LightGCNOT on a random graph instead")
     p.add_argument("--synthetic-degree", type=float, default=10.0, help="mean degree of the synthetic graph")
