@@ -1,4 +1,5 @@
-"""Execute one run with RecBole. The only module of ablate that imports RecBole.
+"""Execute one run with RecBole. With :mod:`ablate.fastpath`, which it calls for the epochs,
+the only module of ablate that imports RecBole.
 
 A worker is handed a *task* (a plain dict: run id, model, resolved config, run folder,
 device) and reports *events* (plain dicts) through ``emit``: ``started``, ``epoch``,
