@@ -47,6 +47,7 @@ def main() -> None:
         out["runs"].append(events)
         out["after"].append(global_state())
     out["adj_stats"] = dict(worker.ADJ_STATS)
+    out["loader_stats"] = dict(worker.LOADER_STATS)
     with open(sys.argv[2], "w") as f:
         json.dump(out, f)
 

@@ -74,6 +74,9 @@ def test_warm_runs_equal_cold_runs_exactly(runs):
     # the cached normalised adjacency was really reused (B and the second A), not rebuilt
     assert warm["adj_stats"] == {"hits": 2, "misses": 1}
     assert cold_a["adj_stats"] == {"hits": 0, "misses": 0}
+    # and so were the dataloaders: B (other model settings, same data) and the second A
+    assert warm["loader_stats"] == {"hits": 2, "misses": 1}
+    assert cold_a["loader_stats"] == {"hits": 0, "misses": 0}
     # A and B really differ, so equality above is not vacuous
     assert a1[-1][3] != b[-1][3]
     assert a1[0][2] != b[0][2]
@@ -94,3 +97,51 @@ def test_each_warm_run_writes_its_own_log(runs):
     for i, text in enumerate(texts, 1):
         assert f"ablate run {i} " in text
         assert all(f"ablate run {j} " not in text for j in (1, 2, 3) if j != i)
+
+
+def test_the_dataloader_key_covers_every_setting_recboles_data_code_reads():
+    """A setting RecBole's data code reads but the key ignores would let two runs with
+    different data share dataloaders. Scan recbole/data and recbole/sampler for it."""
+    import re
+
+    import recbole
+
+    from ablate import worker
+
+    root = Path(recbole.__file__).parent
+    read = set()
+    for folder in ("data", "sampler"):
+        for path in (root / folder).rglob("*.py"):
+            read |= set(re.findall(r"config\[[\"']([A-Za-z_]+)[\"']\]", path.read_text(encoding="utf-8")))
+    assert len(read) > 50  # the scan found RecBole's reads, so the check below is not vacuous
+    per_run = {"checkpoint_dir", "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path"}
+    assert read - per_run <= worker.DATA_KEYS, sorted(read - per_run - worker.DATA_KEYS)
+
+
+def test_runs_share_dataloaders_only_when_their_data_settings_match():
+    import sys as _sys
+
+    import recbole
+    from recbole.config import Config
+
+    from ablate import compat, worker
+
+    compat.apply()
+    data_path = str(Path(recbole.__file__).parent / "dataset_example")
+
+    def key(**over):
+        argv, _sys.argv = _sys.argv, _sys.argv[:1]
+        try:
+            cfg = Config(model="LightGCN", dataset="ml-100k",
+                         config_dict={**BASE, "data_path": data_path, "state": "ERROR", **over})
+        finally:
+            _sys.argv = argv
+        return worker._loaders_key(cfg)
+
+    base = key()
+    assert key(learning_rate=0.01, n_layers=4, reg_weight=0.1, epochs=9) == base  # model and training settings
+    for over in ({"seed": 7}, {"train_batch_size": 1024}, {"eval_batch_size": 999},
+                 {"eval_args": {**BASE["eval_args"], "split": {"RS": [0.7, 0.2, 0.1]}}},
+                 {"train_neg_sample_args": {"distribution": "popularity", "sample_num": 1}},
+                 {"user_inter_num_interval": "[5,inf)"}):
+        assert key(**over) != base, over
