@@ -50,7 +50,10 @@ def main() -> int:
     # atomics on a multi-threaded CPU: two RecBole runs of the same seed drift apart after
     # some batches (ml-1m, 2 threads: at batch 84). Deterministic kernels make "losses
     # equal" below a statement about the two loops, not about thread timing.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # On a GPU the timing matters more than bit equality (deterministic index_put_ is a
+    # slower sort-based kernel there), so the losses are compared to float noise instead.
+    if args.device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
     data_path = args.data_path or str(Path(recbole.__file__).parent / "dataset_example")
     sys.argv = sys.argv[:1]
     config = Config(model="LightGCN", dataset=args.dataset, config_dict={
@@ -119,14 +122,16 @@ def main() -> int:
                 else trainer._train_epoch(train, args.epochs)
         epochs[name] = (min(times), losses, Reads.n)
     (er, lr, rr), (ef, lf, rf) = epochs["recbole"], epochs["fastpath"]
+    gap = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(lr, lf))
+    same_losses = lr == lf if args.device == "cpu" else gap <= 1e-5
     print(f"  epoch: RecBole {er:.3f} s, fastpath {ef:.3f} s (min of {args.epochs}): ratio {ef / er:.3f}; "
-          f"losses {'equal' if lr == lf else 'DIFFER'} ({lr[-1]:.6f})")
+          f"losses {'equal' if same_losses else 'DIFFER'} ({lr[-1]:.6f}, largest relative gap {gap:.1e})")
     where = "device values read by the host per epoch" + ("" if args.device.startswith("cuda") else " (none on a CPU)")
     print(f"  {where}: RecBole {rr}, fastpath {rf}")
-    out["epoch"] = {"recbole_s": er, "fastpath_s": ef, "ratio": ef / er, "losses_equal": lr == lf,
+    out["epoch"] = {"recbole_s": er, "fastpath_s": ef, "ratio": ef / er, "losses_equal": same_losses, "loss_gap": gap,
                     "host_reads": {"recbole": rr, "fastpath": rf}}
     print(f"written {c.write_json('epoch_host.json', out)}")
-    return 0 if same and lr == lf else 1
+    return 0 if same and same_losses else 1
 
 
 if __name__ == "__main__":
