@@ -38,7 +38,7 @@ Emit = Callable[[dict], None]
 # per worker process under a hash of these (see ``_dataset``).
 _DATASET_CACHE: dict[str, Any] = {}
 # Normalised adjacency matrices of graph models, per process, keyed by the model's method
-# and a hash of the training interactions (see ``_adjacency``); hits are counted so
+# and a hash of the training interactions (see ``_adjacency_cache``); hits are counted so
 # the warm == cold test can tell that the cache was really used.
 _ADJ_CACHE: dict[tuple, Any] = {}
 ADJ_STATS = {"hits": 0, "misses": 0}
@@ -256,38 +256,25 @@ def _shared(loaders, memo: dict) -> dict:
 
 
 @contextlib.contextmanager
-def _adjacency(model_cls, cache: bool):
-    """Wrap ``get_norm_adj_mat`` of RecBole's graph models (LightGCN, NGCF, NCL...) for one
-    model build: reuse the matrix across runs, and hand it over flagged coalesced.
+def _adjacency_cache(model_cls, enabled: bool):
+    """Reuse ``get_norm_adj_mat`` across runs that train on the same interactions.
 
-    Reuse: building LightGCN's normalised adjacency (scipy dok, on the CPU) is most of a
-    graph model's set-up: 1.2 s on ml-100k, 5.8 s on ml-1m, every run. It is a pure
-    function of the training interaction matrix, so the key is that matrix's bytes
-    (hashed, ~5 ms on ml-1m) plus the method itself; runs of a grid with one seed share
-    their split and hit. Each run gets its own copy, so a model that edits its matrix
-    cannot leak. Only with ``cache`` (warm workers).
-
-    Coalesced: RecBole builds the COO tensor from scipy's already sorted, duplicate-free
-    indices but never says so, and on CUDA ``torch.sparse.mm`` coalesces an unflagged
-    matrix at every call (a sort of every edge and a host sync, per layer per step).
-    ``coalesce()`` once, here, leaves indices and values as they are (tested) and only
-    sets the flag; the products are the same.
+    Building LightGCN's normalised adjacency (scipy dok, on the CPU) is most of a graph
+    model's set-up: 1.2 s on ml-100k, 5.8 s on ml-1m, every run. It is a pure function of
+    the training interaction matrix, so the key is that matrix's bytes (hashed, ~5 ms on
+    ml-1m) plus the method itself; runs of a grid with one seed share their split and
+    hit. Each run gets its own copy, so a model that edits its matrix cannot leak.
     """
     fn = getattr(model_cls, "get_norm_adj_mat", None)
-    if fn is None:
+    if not enabled or fn is None:
         yield
         return
     import torch
 
-    def coalesced(value):
-        if isinstance(value, torch.Tensor) and value.layout == torch.sparse_coo and not value.is_coalesced():
-            return value.coalesce()
-        return value
-
-    def build(self, *args, **kwargs):
+    def cached(self, *args, **kwargs):
         im = getattr(self, "interaction_matrix", None)
-        if not cache or im is None or not hasattr(im, "row"):
-            return coalesced(fn(self, *args, **kwargs))
+        if im is None or not hasattr(im, "row"):
+            return fn(self, *args, **kwargs)
         digest = hashlib.sha256()
         for arr in (im.row, im.col, im.data):
             digest.update(arr.tobytes())
@@ -299,12 +286,12 @@ def _adjacency(model_cls, cache: bool):
             ADJ_STATS["misses"] += 1
             if len(_ADJ_CACHE) >= 2:  # a grid shares one split; two keeps memory flat
                 _ADJ_CACHE.pop(next(iter(_ADJ_CACHE)))
-            _ADJ_CACHE[key] = coalesced(fn(self, *args, **kwargs))
+            _ADJ_CACHE[key] = fn(self, *args, **kwargs)
         value = _ADJ_CACHE[key]
         return value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
 
     had_own = "get_norm_adj_mat" in model_cls.__dict__
-    model_cls.get_norm_adj_mat = build
+    model_cls.get_norm_adj_mat = cached
     try:
         yield
     finally:
@@ -405,7 +392,7 @@ def _train(task, emit, base, state, finished, cache):
         logging.getLogger().info("ablate run %s (%s) key=%s", task["run_id"], task.get("name"), task.get("key"))
         train_data, valid_data, test_data = _prepared(config, cache)
         init_seed(config["seed"], config["reproducibility"])
-        with _adjacency(model_cls, cache):
+        with _adjacency_cache(model_cls, cache):
             model = model_cls(config, train_data._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         _instrument(trainer, model, train_data, emit, base, state)

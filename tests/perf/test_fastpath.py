@@ -120,6 +120,7 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
     configs = [
         {**BASE, "model": "LightGCN"},
         {**ot_defaults, **BASE, "model": "LightGCNOT", "ot_weight": 0.01, "epochs": 1},
+        {**BASE, "model": "SGL", "epochs": 1},  # new augmented graphs every epoch, flagged by fastpath
     ]
     tasks = [_task(i, {**c, "fast_path": fast}, tmp_path)
              for i, (c, fast) in enumerate((c, f) for c in configs for f in (False, True))]
@@ -128,7 +129,7 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
     subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), "--threads=1"], check=True, cwd=tmp_path,
                    timeout=900)
     runs = [_numbers(evs) for evs in json.loads(dst.read_text())["runs"]]
-    for slow, fast in (runs[0:2], runs[2:4]):
+    for slow, fast in (runs[0:2], runs[2:4], runs[4:6]):
         assert slow[-1][1] == "done", slow[-1]
         assert fast == slow
     assert set(runs[2][0][2]) == {"bpr", "reg", "ot"} and runs[2][0][2]["ot"] > 0  # a tuple loss, really
@@ -171,6 +172,51 @@ def test_an_epoch_reads_the_loss_back_once_per_check_not_per_batch(ml100k):
                 fastpath.train_epoch(trainer, train, 0, lambda total: checks.append(bool(torch.isfinite(total).all())))
         counts[name] = c.n
     assert counts["recbole"] >= 2 * n  # .item() and the isnan test, every batch
-    assert counts["fastpath"] == n // fastpath.CHECK_EVERY + 1 == len(checks)
+    # the NaN checks, and one look at the order of the adjacency before it is flagged
+    assert counts["fastpath"] == n // fastpath.CHECK_EVERY + 1 + 1 == len(checks) + 1
     assert counts["fastpath"] * 16 < counts["recbole"]
     assert all(checks)
+
+
+@pytest.mark.parametrize("model", ["LightGCN", "SGL-ED", "SGL-RW"])
+def test_recboles_sorted_adjacency_is_flagged_coalesced_and_left_unchanged(ml100k, model):
+    """RecBole's LightGCN and SGL build their COO matrices in coalesced order but
+    unflagged, which on CUDA makes every torch.sparse.mm sort them again."""
+    import recbole
+    from recbole.config import Config
+    from recbole.utils import get_model, init_seed
+
+    _, train = ml100k()
+    name, _, sgl_type = model.partition("-")
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        config = Config(model=name, dataset="ml-100k", config_dict={
+            **BASE, "data_path": str(Path(recbole.__file__).parent / "dataset_example"), "state": "ERROR",
+            **({"type": sgl_type} if sgl_type else {})})
+    finally:
+        sys.argv = argv
+    init_seed(2020, True)
+    model = get_model(name)(config, train._dataset)
+    model.train()  # SGL draws its augmented graphs
+    names = ["norm_adj_matrix"] if name == "LightGCN" else ["train_graph", "sub_graph1", "sub_graph2"]
+    mats = [t for n in names for t in (getattr(model, n) if isinstance(getattr(model, n), list) else [getattr(model, n)])]
+    assert len(mats) == (1 if name == "LightGCN" else 1 + 2 * (config["n_layers"] if sgl_type == "RW" else 1))
+    before = [(t._indices().clone(), t._values().clone()) for t in mats]
+    x = torch.randn(model.n_users + model.n_items, 8, generator=torch.Generator().manual_seed(0))
+    products = [torch.sparse.mm(t, x) for t in mats]
+    assert not any(t.is_coalesced() for t in mats)
+    assert fastpath.flag_sorted_sparse(model) == len(mats)
+    for t, (idx, val), y in zip(mats, before, products):
+        assert t.is_coalesced() and torch.equal(t.coalesce().indices(), idx) and torch.equal(t.coalesce().values(), val)
+        assert torch.equal(torch.sparse.mm(t, x), y)
+
+
+def test_a_matrix_out_of_order_is_not_flagged():
+    class Holder(torch.nn.Module):
+        pass
+
+    m = Holder()
+    m.adj = torch.sparse_coo_tensor(torch.tensor([[1, 0], [0, 1]]), torch.tensor([1.0, 2.0]), (2, 2))
+    m.dup = torch.sparse_coo_tensor(torch.tensor([[0, 0], [1, 1]]), torch.tensor([1.0, 2.0]), (2, 2))
+    assert fastpath.flag_sorted_sparse(m) == 0
+    assert not m.adj.is_coalesced() and not m.dup.is_coalesced()

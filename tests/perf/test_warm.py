@@ -146,34 +146,3 @@ def test_runs_share_dataloaders_only_when_their_data_settings_match():
                  {"user_inter_num_interval": "[5,inf)"}):
         assert key(**over) != base, over
 
-
-@pytest.mark.parametrize("cache", [False, True])
-def test_recboles_adjacency_is_handed_over_coalesced_and_unchanged(cache):
-    """RecBole's LightGCN builds its COO matrix unflagged, which on CUDA makes every
-    torch.sparse.mm sort it again; the worker flags it once and changes nothing else."""
-    import sys as _sys
-
-    import recbole
-    import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.model.general_recommender import LightGCN
-
-    from ablate import compat, worker
-
-    compat.apply()
-    argv, _sys.argv = _sys.argv, _sys.argv[:1]
-    try:
-        cfg = Config(model="LightGCN", dataset="ml-100k", config_dict={
-            **BASE, "data_path": str(Path(recbole.__file__).parent / "dataset_example"), "state": "ERROR"})
-    finally:
-        _sys.argv = argv
-    train, _, _ = data_preparation(cfg, create_dataset(cfg))
-    raw = LightGCN(cfg, train._dataset).norm_adj_matrix
-    with worker._adjacency(LightGCN, cache):
-        ours = LightGCN(cfg, train._dataset).norm_adj_matrix
-    assert "get_norm_adj_mat" not in LightGCN.__dict__ or LightGCN.get_norm_adj_mat.__name__ != "build"
-    assert not raw.is_coalesced() and ours.is_coalesced()
-    assert torch.equal(ours.indices(), raw._indices()) and torch.equal(ours.values(), raw._values())
-    x = torch.randn(raw.shape[0], 8, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(torch.sparse.mm(ours, x), torch.sparse.mm(raw, x))
