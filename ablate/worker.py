@@ -471,7 +471,10 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
 
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
     n_batches = max(1, len(train_data))
-    fast = trainer.config["fast_path"] is not False and fastpath.replaceable(trainer)
+    wanted = trainer.config["fast_path"] is not False
+    fast = wanted and fastpath.replaceable(trainer)
+    if wanted:  # also for trainers with their own loop (NCL's): its adjacency is built once
+        fastpath.flag_sorted_sparse(model)
     if fast:
         fastpath.vectorize_sampler(getattr(train_data, "_sampler", None))
 

@@ -121,6 +121,7 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
         {**BASE, "model": "LightGCN"},
         {**ot_defaults, **BASE, "model": "LightGCNOT", "ot_weight": 0.01, "epochs": 1},
         {**BASE, "model": "SGL", "epochs": 1},  # new augmented graphs every epoch, flagged by fastpath
+        {**BASE, "model": "NCL", "epochs": 1, "num_clusters": 50},  # its own trainer loop: only the adjacency flag
     ]
     tasks = [_task(i, {**c, "fast_path": fast}, tmp_path)
              for i, (c, fast) in enumerate((c, f) for c in configs for f in (False, True))]
@@ -129,7 +130,7 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
     subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), "--threads=1"], check=True, cwd=tmp_path,
                    timeout=900)
     runs = [_numbers(evs) for evs in json.loads(dst.read_text())["runs"]]
-    for slow, fast in (runs[0:2], runs[2:4], runs[4:6]):
+    for slow, fast in (runs[0:2], runs[2:4], runs[4:6], runs[6:8]):
         assert slow[-1][1] == "done", slow[-1]
         assert fast == slow
     assert set(runs[2][0][2]) == {"bpr", "reg", "ot"} and runs[2][0][2]["ot"] > 0  # a tuple loss, really
@@ -178,9 +179,9 @@ def test_an_epoch_reads_the_loss_back_once_per_check_not_per_batch(ml100k):
     assert all(checks)
 
 
-@pytest.mark.parametrize("model", ["LightGCN", "SGL-ED", "SGL-RW"])
+@pytest.mark.parametrize("model", ["LightGCN", "NCL", "SGL-ED", "SGL-RW"])
 def test_recboles_sorted_adjacency_is_flagged_coalesced_and_left_unchanged(ml100k, model):
-    """RecBole's LightGCN and SGL build their COO matrices in coalesced order but
+    """RecBole's LightGCN, NCL and SGL build their COO matrices in coalesced order but
     unflagged, which on CUDA makes every torch.sparse.mm sort them again."""
     import recbole
     from recbole.config import Config
@@ -198,9 +199,9 @@ def test_recboles_sorted_adjacency_is_flagged_coalesced_and_left_unchanged(ml100
     init_seed(2020, True)
     model = get_model(name)(config, train._dataset)
     model.train()  # SGL draws its augmented graphs
-    names = ["norm_adj_matrix"] if name == "LightGCN" else ["train_graph", "sub_graph1", "sub_graph2"]
+    names = {"LightGCN": ["norm_adj_matrix"], "NCL": ["norm_adj_mat"]}.get(name, ["train_graph", "sub_graph1", "sub_graph2"])
     mats = [t for n in names for t in (getattr(model, n) if isinstance(getattr(model, n), list) else [getattr(model, n)])]
-    assert len(mats) == (1 if name == "LightGCN" else 1 + 2 * (config["n_layers"] if sgl_type == "RW" else 1))
+    assert len(mats) == (1 if name != "SGL" else 1 + 2 * (config["n_layers"] if sgl_type == "RW" else 1))
     before = [(t._indices().clone(), t._values().clone()) for t in mats]
     x = torch.randn(model.n_users + model.n_items, 8, generator=torch.Generator().manual_seed(0))
     products = [torch.sparse.mm(t, x) for t in mats]
