@@ -129,14 +129,20 @@ def vectorize_sampler(sampler) -> None:
     only the test becomes one gather from a users x items bool table (or, for graphs too
     large for that, a binary search over the sorted ``user * stride + item`` keys).
     """
-    if sampler is None or not hasattr(sampler, "used_ids") or "sample_by_key_ids" in vars(sampler):
+    from recbole.sampler import Sampler
+
+    # RecBole's user-item Sampler only: its draws are item ids below ``item_num``, which
+    # makes ``user * item_num + item`` a key no two pairs share (KG samplers draw entities)
+    if type(sampler) is not Sampler or "sample_by_key_ids" in vars(sampler):
         return
     used = sampler.used_ids
     if not isinstance(used, np.ndarray) or used.dtype != object:
         return
     lens = np.fromiter(map(len, used), dtype=np.int64, count=len(used))
     items = np.fromiter(itertools.chain.from_iterable(used), dtype=np.int64, count=int(lens.sum()))
-    stride = int(max(getattr(sampler, "item_num", 0), items.max() + 1 if items.size else 1))
+    stride = int(sampler.item_num)
+    if items.size and (items.min() < 0 or items.max() >= stride):
+        return
     keys = np.repeat(np.arange(len(used), dtype=np.int64), lens) * stride + items
     if len(used) * stride <= TABLE_MAX:  # a bool per (user, item): one gather per test
         table = np.zeros(len(used) * stride, dtype=bool)

@@ -92,10 +92,21 @@ def test_batches_and_negatives_equal_recboles(ml100k, monkeypatch, table, shuffl
     assert not any(int(i) in used[int(u)] for u, i in zip(batch["user_id"], batch["neg_item_id"]))
 
 
-def test_unrecognised_loaders_go_through_recbole(ml100k):
+def test_unrecognised_loaders_and_samplers_go_through_recbole(ml100k):
+    from recbole.sampler import Sampler
+
     _, loader = ml100k()
     loader.num_workers = 1  # what fastpath does not reproduce: it must iterate the loader itself
     assert not fastpath._batchable(loader)
+
+    class Other(Sampler):  # e.g. a sampler drawing ids from another range than item ids
+        pass
+
+    other = copy.copy(loader._sampler)
+    other.__class__ = Other
+    fastpath.vectorize_sampler(other)
+    fastpath.vectorize_sampler(None)
+    assert "sample_by_key_ids" not in vars(other)
 
 
 def _task(run_id: int, config: dict, root: Path) -> dict:
