@@ -67,7 +67,8 @@ def _batchable(loader) -> bool:
     if type(batch_sampler) is not torch.utils.data.BatchSampler or batch_sampler.drop_last:
         return False
     if type(sampler) is torch.utils.data.RandomSampler:
-        ok = sampler.generator is loader.generator and not sampler.replacement and sampler.num_samples == len(loader.dataset)
+        ok = (sampler.generator is loader.generator and not sampler.replacement
+              and sampler.num_samples == len(sampler.data_source))
     else:
         ok = type(sampler) is torch.utils.data.SequentialSampler
     dataset = loader._dataset
@@ -95,15 +96,15 @@ def train_batches(loader) -> Iterator:
 
     RNG use is the DataLoader's (torch 2.x): creating the iterator draws one int64 from
     the loader's generator (its worker seed), the random sampler draws ``randperm(n)``
-    from the same generator, and one more when it runs out. Falls back to ``iter(loader)`` for anything
-    :func:`_batchable` does not recognise.
+    from the same generator, and one more when it runs out. Falls back to
+    ``iter(loader)`` for anything :func:`_batchable` does not recognise.
     """
     import torch
 
     if not _batchable(loader):
         yield from loader
         return
-    n = len(loader.dataset)
+    n = len(loader.sampler)
     torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
     if isinstance(loader.sampler, torch.utils.data.RandomSampler):
         order = torch.randperm(n, generator=loader.generator)
