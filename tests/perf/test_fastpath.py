@@ -48,11 +48,12 @@ def ml100k():
     dataset = create_dataset(config)
 
     def make(**overrides):
+        cfg = copy.deepcopy(config)  # overrides stay with this call
         for k, v in overrides.items():
-            config[k] = v
-        init_seed(config["seed"], True)
-        train, _, _ = data_preparation(config, copy.deepcopy(dataset))
-        return config, train
+            cfg[k] = v
+        init_seed(cfg["seed"], True)
+        train, _, _ = data_preparation(cfg, copy.deepcopy(dataset))
+        return cfg, train
 
     return make
 
@@ -64,13 +65,20 @@ def _epochs(batches_of, n: int) -> list[list[dict]]:
     return [[{k: v.clone() for k, v in b.interaction.items()} for b in batches_of()] for _ in range(n)]
 
 
-@pytest.mark.parametrize("table", [True, False], ids=["bool-table", "binary-search"])
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_batches_and_negatives_equal_recboles(ml100k, monkeypatch, table, shuffle):
-    _, theirs = ml100k(shuffle=shuffle)
-    _, ours = ml100k(shuffle=shuffle)
+POPULARITY_2 = {"distribution": "popularity", "sample_num": 2, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+@pytest.mark.parametrize("table, shuffle, negatives", [
+    (True, True, None), (False, True, None), (True, False, None), (False, False, None), (True, True, POPULARITY_2),
+], ids=["bool-table", "binary-search", "bool-table-in-order", "binary-search-in-order", "popularity-2-negatives"])
+def test_batches_and_negatives_equal_recboles(ml100k, monkeypatch, table, shuffle, negatives):
+    extra = {"train_neg_sample_args": negatives} if negatives else {}
+    _, theirs = ml100k(shuffle=shuffle, **extra)
+    _, ours = ml100k(shuffle=shuffle, **extra)
     kind = torch.utils.data.RandomSampler if shuffle else torch.utils.data.SequentialSampler
     assert type(ours.sampler) is kind
+    assert ours.neg_sample_args["distribution"] == ("popularity" if negatives else "uniform")
+    assert ours.times == (2 if negatives else 1)
     monkeypatch.setattr(fastpath, "TABLE_MAX", 2**26 if table else 0)
     assert fastpath._batchable(ours)
     fastpath.vectorize_sampler(ours._sampler)
