@@ -85,6 +85,8 @@ _EXTRA_KEYS = {
     "model", "dataset", "gpu_id", "use_gpu", "device", "local_rank", "nproc", "world_size",
     "offset", "ip", "port", "backend", "single_spec", "eval_type", "MODEL_TYPE",
     "MODEL_INPUT_TYPE", "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args",
+    # ablate's own: the worker reads it (ablate.fastpath), RecBole ignores it
+    "fast_path",
 }
 
 

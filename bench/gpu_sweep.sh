@@ -10,7 +10,8 @@
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
 #      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
 #      the MPS phase, BUDGET_S (default 460), PHASES (labels to run, default
-#      "seq packed packed_mps auto"; the switches above still apply).
+#      "seq packed packed_mps auto"; the switches above still apply), FAST_PATH=false to
+#      train with RecBole's own epoch loop (what the fast path changes, side by side).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -54,14 +55,15 @@ else
   DEV=()
 fi
 
-python - "$WORK" "$DATASET" "$EPOCHS" "$DATA" <<'PY' || { echo "FATAL: cannot write the spec"; exit 2; }
+python - "$WORK" "$DATASET" "$EPOCHS" "$DATA" "${FAST_PATH:-true}" <<'PY' || { echo "FATAL: cannot write the spec"; exit 2; }
 import sys
 from pathlib import Path
 from bench import _common as c
 work, dataset, epochs, data = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
 spec = c.write_spec(work, name="gpu-sweep", dataset=dataset, data_path=data, epochs=epochs,
                     grid={"n_layers": [2, 3], "learning_rate": [0.001, 0.002]},
-                    extra={"embedding_size": 64, "topk": [10, 20], "eval_batch_size": 4096000})
+                    extra={"embedding_size": 64, "topk": [10, 20], "eval_batch_size": 4096000,
+                           "fast_path": sys.argv[5] != "false"})
 print(spec.read_text())
 PY
 SPEC=$WORK/spec.yaml

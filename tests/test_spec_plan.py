@@ -79,6 +79,14 @@ def test_key_ignores_local_paths_and_key_order_but_not_values():
     assert plan.run_key(a) != plan.run_key({**a, "seed": 2})
 
 
+def test_fast_path_is_a_known_setting_outside_the_run_key():
+    on = plan.expand(spec(BASE + "baselines: {LightGCN: {model: LightGCN}}\n"))[0]
+    off = plan.expand(spec("base: {dataset: ml-100k, epochs: 1, fast_path: false}\n"
+                           "baselines: {LightGCN: {model: LightGCN, params: {fast_path: false}}}\n"))[0]
+    assert off.config["fast_path"] is False and "fast_path" not in on.config
+    assert off.key == on.key  # it changes how an epoch is driven, not its numbers
+
+
 def test_model_defaults_are_part_of_the_resolved_config():
     s = spec(BASE + "baselines: {LightGCN: {model: LightGCN}}\n")
     cfg = plan.expand(s)[0].config
