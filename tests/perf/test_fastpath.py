@@ -8,8 +8,6 @@ model and a tuple-loss one), and the host syncs an epoch costs.
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,9 +16,9 @@ import torch
 import yaml
 
 from ablate import compat, fastpath
+from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = Path(__file__).with_name("run_tasks.py")
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 2048, "embedding_size": 8,
@@ -117,22 +115,6 @@ def test_unrecognised_loaders_and_samplers_go_through_recbole(ml100k):
     assert "sample_by_key_ids" not in vars(other)
 
 
-def _task(run_id: int, config: dict, root: Path) -> dict:
-    return {"run_id": run_id, "model": config["model"], "config": config, "run_dir": str(root / "runs" / str(run_id))}
-
-
-def _numbers(events: list[dict]) -> list:
-    out = []
-    for e in events:
-        if e["type"] == "epoch":
-            out.append(("epoch", e["epoch"], e["losses"]))
-        elif e["type"] == "valid":
-            out.append(("valid", e["epoch"], e["valid_score"], e["valid"]))
-        elif e["type"] == "finished":
-            out.append(("finished", e["status"], e.get("error"), e.get("metrics"), e["epoch"], e["best_epoch"]))
-    return out
-
-
 def test_runs_equal_recboles_loop_exactly(tmp_path):
     """One warm process, each model with fast_path off then on: every number equal."""
     ot_defaults = yaml.safe_load((ROOT / "models" / "config" / "LightGCNOT.yaml").read_text())
@@ -142,13 +124,9 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
         {**BASE, "model": "SGL", "epochs": 1},  # new augmented graphs every epoch, flagged by fastpath
         {**BASE, "model": "NCL", "epochs": 1, "num_clusters": 50},  # its own trainer loop: only the adjacency flag
     ]
-    tasks = [_task(i, {**c, "fast_path": fast}, tmp_path)
+    tasks = [task(i, {**c, "fast_path": fast}, tmp_path)
              for i, (c, fast) in enumerate((c, f) for c in configs for f in (False, True))]
-    src, dst = tmp_path / "tasks.json", tmp_path / "out.json"
-    src.write_text(json.dumps(tasks))
-    subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), "--threads=1"], check=True, cwd=tmp_path,
-                   timeout=900)
-    runs = [_numbers(evs) for evs in json.loads(dst.read_text())["runs"]]
+    runs = [numbers(evs) for evs in run_tasks(tasks, tmp_path, "tasks", "--threads=1")["runs"]]
     for slow, fast in (runs[0:2], runs[2:4], runs[4:6], runs[6:8]):
         assert slow[-1][1] == "done", slow[-1]
         assert fast == slow

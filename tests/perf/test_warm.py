@@ -9,14 +9,10 @@ dataset, the optimiser, logging handlers, thread count).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-RUNNER = Path(__file__).with_name("run_tasks.py")
+from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "embedding_size": 16,
@@ -28,44 +24,20 @@ A = {**BASE, "model": "LightGCN", "learning_rate": 0.001, "n_layers": 2}
 B = {**BASE, "model": "LightGCN", "learning_rate": 0.004, "n_layers": 3}
 
 
-def _task(run_id: int, config: dict, root: Path) -> dict:
-    return {"run_id": run_id, "model": config["model"], "config": config, "run_dir": str(root / "runs" / str(run_id))}
-
-
-def _run(tasks: list[dict], root: Path, name: str, *flags: str) -> dict:
-    src, dst = root / f"{name}.json", root / f"{name}.out.json"
-    src.write_text(json.dumps(tasks))
-    subprocess.run([sys.executable, str(RUNNER), str(src), str(dst), *flags], check=True, cwd=root, timeout=900)
-    return json.loads(dst.read_text())
-
-
-def _numbers(events: list[dict]) -> list:
-    """Everything a run reports that depends on the computation (not on time or pid)."""
-    out = []
-    for e in events:
-        if e["type"] == "epoch":
-            out.append(("epoch", e["epoch"], e["losses"]))
-        elif e["type"] == "valid":
-            out.append(("valid", e["epoch"], e["valid_score"], e["valid"]))
-        elif e["type"] == "finished":
-            out.append(("finished", e["status"], e.get("error"), e["metrics"], e["epoch"], e["best_epoch"]))
-    return out
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("warm")
-    warm = _run([_task(1, A, root), _task(2, B, root), _task(3, A, root)], root, "warm", "--threads=1")
-    cold_a = _run([_task(11, A, root)], root, "cold_a", "--no-cache", "--threads=1")
-    cold_b = _run([_task(12, B, root)], root, "cold_b", "--no-cache", "--threads=1")
+    warm = run_tasks([task(1, A, root), task(2, B, root), task(3, A, root)], root, "warm", "--threads=1")
+    cold_a = run_tasks([task(11, A, root)], root, "cold_a", "--no-cache", "--threads=1")
+    cold_b = run_tasks([task(12, B, root)], root, "cold_b", "--no-cache", "--threads=1")
     return warm, cold_a, cold_b
 
 
 def test_warm_runs_equal_cold_runs_exactly(runs):
     """Dataset cache (deep copy) and adjacency cache on, vs both off in fresh processes."""
     warm, cold_a, cold_b = runs
-    a1, b, a2 = (_numbers(evs) for evs in warm["runs"])
-    ca, cb = _numbers(cold_a["runs"][0]), _numbers(cold_b["runs"][0])
+    a1, b, a2 = (numbers(evs) for evs in warm["runs"])
+    ca, cb = numbers(cold_a["runs"][0]), numbers(cold_b["runs"][0])
     assert a1[-1][1] == "done" and b[-1][1] == "done", (a1[-1], b[-1])
     assert len([x for x in a1 if x[0] == "epoch"]) == 2
     assert a1 == ca
