@@ -559,8 +559,8 @@ def _load_cuda_libraries(gpu: int | str) -> None:
     together at start ran clean (bench/gpu_mps_check.sh). So every worker loads what it
     needs up front (all kernels at once: the daemon exports ``CUDA_MODULE_LOADING=EAGER``)
     and the executor starts no run on a GPU until all its workers report ready. Whether
-    this avoids the fault is for the next GPU session to show; a fault that still happens
-    is reported per run (see ``_release_gpu``).
+    this avoids the fault is not yet tested on a GPU; a fault that still happens is
+    reported per run (see ``_release_gpu``).
 
     ``CUDA_VISIBLE_DEVICES`` is set to the slot's GPU first, as RecBole's Config sets it
     for each run: a context opened on another GPU would keep every run there.
