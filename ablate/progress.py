@@ -10,6 +10,7 @@ import time
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 _STYLE = {"done": "green", "failed": "red", "nan": "magenta", "oom": "red", "timeout": "yellow", "interrupted": "yellow"}
@@ -68,7 +69,7 @@ class SweepView:
         err = f"  {ev.get('error')}" if ev.get("error") else ""
         style = _STYLE.get(status, "white")
         self.console.print(
-            f"[{self.finished}/{self.total}] [{style}]{status:<11}[/{style}] #{rid} {self.names.get(rid, '?')}  {shown}{err}  ({seconds:.1f}s)",
+            f"[{self.finished}/{self.total}] [{style}]{status:<11}[/{style}] #{rid} {escape(self.names.get(rid, '?'))}  {shown}{escape(err)}  ({seconds:.1f}s)",
             highlight=False, markup=True, soft_wrap=True,
         )
 
@@ -78,7 +79,7 @@ class SweepView:
             table.add_column(col)
         for rid, info in sorted(self.running.items()):
             table.add_row(
-                f"#{rid}", self.names.get(rid, "?"), str(info["device"]), "" if info["epoch"] is None else str(info["epoch"]),
+                f"#{rid}", escape(self.names.get(rid, "?")), str(info["device"]), "" if info["epoch"] is None else str(info["epoch"]),
                 "" if info["loss"] is None else f"{info['loss']:.4f}", "" if info["valid"] is None else f"{info['valid']:.4f}",
             )
         done = ", ".join(f"{k} {v}" for k, v in sorted(self.done.items())) or "none yet"

@@ -23,13 +23,14 @@ def workdir_for(store, workdir: Path | None) -> Path:
 
 
 def print_plan(runs, done_keys: set[str], console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{len(runs)} runs", show_lines=False)
     for col in ("#", "name", "variant", "model", "seed", "key", "stored"):
         table.add_column(col)
     for i, r in enumerate(runs, 1):
-        table.add_row(str(i), r.name, r.variant, r.model, str(r.seed), r.key, "done" if r.key in done_keys else "")
+        table.add_row(str(i), escape(r.name), escape(r.variant), r.model, str(r.seed), r.key, "done" if r.key in done_keys else "")
     console.print(table)
 
 
@@ -64,6 +65,7 @@ def run_cmd(
     daemon = None
     try:
         from rich.console import Console
+        from rich.markup import escape
 
         from ablate import plan, spec as spec_mod
 
@@ -74,7 +76,7 @@ def run_cmd(
         if timeout is not None and timeout <= 0:
             raise UsageError("--timeout must be positive")
         for a, b in plan.duplicates(runs):
-            console.print(f"[yellow]warning:[/yellow] rows {a!r} and {b!r} resolve to the same config; they share one run")
+            console.print(f"[yellow]warning:[/yellow] rows {escape(repr(a))} and {escape(repr(b))} resolve to the same config; they share one run")
 
         if dry_run:
             from ablate.store import Store
