@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import catalog
+from ablate import catalog, data, versions
 from ablate.errors import SpecError
 from ablate.spec import ExperimentSpec, VariantSpec
 
@@ -57,8 +57,11 @@ class RunSpec:
 
 
 def run_key(config: dict[str, Any]) -> str:
-    """Stable 16-hex key of a resolved config, run-local settings left out."""
+    """Stable 16-hex key of a resolved config, run-local settings left out, and of the
+    implementation of its model (:mod:`ablate.versions`): after a change to a model's
+    numbers, the same config names a new run instead of finding the old code's."""
     ident = {k: v for k, v in config.items() if k not in LOCAL_KEYS}
+    ident.update(versions.key_part(config.get("model")))
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -148,17 +151,16 @@ def _resolve_dataset(config: dict, where: str, check_files: bool) -> None:
         raise SpecError(where, "base.dataset is required (e.g. dataset: ml-100k)")
     if not isinstance(dataset, str) or "/" in dataset or "\0" in dataset:
         raise SpecError(where, f"dataset must be a dataset name, got {type(dataset).__name__} {str(dataset)[:60]!r}")
-    bundled = catalog.recbole_dir() / BUNDLED
-    if data_path and _is_dir(Path(data_path) / dataset):
-        return
-    if _is_dir(bundled / dataset):
-        config["data_path"] = str(bundled)  # the copy shipped in the recbole wheel
+    folder = data.locate(dataset, data_path)  # data_path, the recbole wheel, then the data home
+    if folder is not None:
+        config["data_path"] = str(folder)
+        if check_files:
+            data.drop_applied_filters(config, folder)
         return
     if not check_files:
+        config["data_path"] = data_path or str(data.home())
         return
-    if not data_path:
-        raise SpecError(where, f"base.data_path is required: dataset {dataset!r} is not bundled with RecBole")
-    raise SpecError(where, f"dataset folder not found: {Path(data_path) / dataset}")
+    raise SpecError(where, data.missing_message(dataset, Path(data_path) if data_path else data.home()))
 
 
 def _expand_points(grid: dict[str, list], zips: list[dict[str, list]], where: str, ctx: str) -> list[dict]:

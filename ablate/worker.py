@@ -67,6 +67,10 @@ DATA_KEYS = frozenset({
 })
 
 
+# Seconds between a worker's progress events while batches run (see :class:`Pulse`).
+BEAT_EVERY = 1.0
+
+
 class NanLoss(Exception):
     def __init__(self, epoch: int):
         super().__init__(f"training loss is NaN at epoch {epoch}")
@@ -92,6 +96,14 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
     return out
+
+
+def run_versions(model: str) -> dict[str, str]:
+    """:func:`versions` and the implementation that trained ``model`` (:mod:`ablate.versions`),
+    so that reports can tell a run made by older code from a current one."""
+    from ablate import versions as implementation
+
+    return {**versions(), "implementation": implementation.label(model)}
 
 
 def _prepare_process(threads: int | None) -> None:
@@ -332,6 +344,7 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     t0 = time.time()
     state = {"epoch": None, "best_epoch": None, "best_score": None}
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
+    state["pulse"] = Pulse(emit, base, task.get("beat_every", BEAT_EVERY))
     gpu = task.get("gpu")
     mps = _under_mps()
     device = "cpu" if gpu is None else f"cuda:{gpu}" + ("+mps" if mps else "")
@@ -388,14 +401,16 @@ def _train(task, emit, base, state, finished, cache):
         config = Config(model=model_cls, dataset=config_dict["dataset"], config_dict=config_dict)
         if gpu is not None and config["device"].type != "cuda":  # RecBole would quietly train on the CPU
             return finished("failed", error=f"given GPU {gpu}, but torch {torch.__version__} cannot use CUDA here "
-                                            "(a CPU build of torch, or a driver too old for it)", versions=versions())
+                                            "(a CPU build of torch, or a driver too old for it)", versions=run_versions(task["model"]))
         logging.getLogger().info("ablate run %s (%s) key=%s", task["run_id"], task.get("name"), task.get("key"))
         train_data, valid_data, test_data = _prepared(config, cache)
+        pulse = state["pulse"]
+        pulse.enter("model")
         init_seed(config["seed"], config["reproducibility"])
         with _adjacency_cache(model_cls, cache):
             model = model_cls(config, train_data._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        _instrument(trainer, model, train_data, emit, base, state)
+        _instrument(trainer, model, train_data, emit, base, state, valid_data)
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
@@ -404,22 +419,23 @@ def _train(task, emit, base, state, finished, cache):
             saved = compat.load_checkpoint(ckpt, map_location=config["device"])
             model.load_state_dict(saved["state_dict"])
             model.load_other_parameter(saved.get("other_parameter"))
+        pulse.enter("test", state["epoch"], _length(test_data))
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         peak = _peak_mb(config["device"])
         if not task.get("keep_checkpoints"):
             ckpt.unlink(missing_ok=True)
         return finished("done", metrics={"valid": _as_floats(best_valid), "test": _as_floats(test)},
-                        versions=versions(), peak_mem_mb=peak)
+                        versions=run_versions(task["model"]), peak_mem_mb=peak)
     except NanLoss as err:
         state["epoch"] = err.epoch
-        return finished("nan", error=str(err), versions=versions())
+        return finished("nan", error=str(err), versions=run_versions(task["model"]))
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the run is the run's result
         logging.getLogger().error("run failed:\n%s", traceback.format_exc())
         status = "oom" if _oom(err) else "failed"
         message = f"{type(err).__name__}: {err}".splitlines()[0][:2000]
-        return finished(status, error=message, versions=versions())
+        return finished(status, error=message, versions=run_versions(task["model"]))
     finally:
         sys.argv = argv
         del model, trainer
@@ -460,9 +476,68 @@ def _peak_mb(device) -> float | None:
     return torch.cuda.max_memory_reserved(device) / 2**20
 
 
-def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict) -> None:
+class Pulse:
+    """Progress events at batch granularity, at most one per ``every`` seconds (none when
+    ``every`` is None), plus one at the start of each phase (model, train, valid, test).
+
+    An ``epoch`` event comes only when an epoch ends, minutes apart on a large graph, so
+    it cannot tell a slow run from a hung one; these events are what the coordinator's
+    stall watchdog (``ablate run --stall-timeout``) and its log lines go by. Batches are
+    counted at the model's per-batch entry points (``calculate_loss`` in training,
+    ``full_sort_predict``/``predict`` in evaluation), whichever loop calls them (the fast
+    path's, RecBole's, a trainer's own); a count costs one clock read and never waits
+    for the device.
+    """
+
+    def __init__(self, emit: Emit, base: dict, every: float | None):
+        self.emit, self.base, self.every = emit, base, every
+        self.phase, self.epoch, self.batch, self.batches = "setup", None, 0, None
+        self.last = time.monotonic()
+
+    def enter(self, phase: str, epoch: int | None = None, batches: int | None = None) -> None:
+        self.phase, self.epoch, self.batch, self.batches = phase, epoch, 0, batches
+        self.send()
+
+    def tick(self) -> None:
+        self.batch += 1
+        if self.every is not None and time.monotonic() - self.last >= self.every:
+            self.send()
+
+    def send(self) -> None:
+        if self.every is None:
+            return
+        self.last = time.monotonic()
+        self.emit({**self.base, "type": "progress", "phase": self.phase, "epoch": self.epoch, "batch": self.batch,
+                   "batches": self.batches})
+
+    def count_batches(self, model) -> None:
+        """Make the model's per-batch methods (instance attributes; the class is untouched) tick."""
+        for name in ("calculate_loss", "full_sort_predict", "predict"):
+            method = getattr(model, name, None)
+            if callable(method):
+                setattr(model, name, self._counted(method))
+
+    def _counted(self, method):
+        @functools.wraps(method)
+        def counted(*args, **kwargs):
+            out = method(*args, **kwargs)
+            self.tick()
+            return out
+
+        return counted
+
+
+def _length(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
+    The model's per-batch methods tick ``state["pulse"]`` (:class:`Pulse`).
 
     Unless the config says ``fast_path: false``, the epoch itself runs through
     :mod:`ablate.fastpath` (RecBole's loop, sampler and batching without the per-batch
@@ -477,6 +552,10 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
         fastpath.flag_sorted_sparse(model)
     if fast:
         fastpath.vectorize_sampler(getattr(train_data, "_sampler", None))
+    pulse = state.get("pulse") or Pulse(emit, base, None)
+    pulse.count_batches(model)
+    epochs = getattr(trainer, "epochs", None)
+    eval_step = getattr(trainer, "eval_step", 0) or 0
 
     def _check_nan(loss):  # RecBole's per-batch check, and fastpath's check of the running sums
         if not bool(torch_isfinite(loss)):
@@ -484,6 +563,7 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
 
     def _train_epoch(data, epoch_idx, loss_func=None, show_progress=False):
         state["epoch"] = epoch_idx
+        pulse.enter("train", epoch_idx, n_batches)
         t = time.time()
         if fast and not show_progress:
             total = fastpath.train_epoch(trainer, data, epoch_idx, _check_nan, loss_func=loss_func)
@@ -494,11 +574,14 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict)
         losses = {n: float(v) / n_batches for n, v in zip(names, terms)}
         if any(not math.isfinite(v) for v in losses.values()):
             raise NanLoss(epoch_idx)
-        emit({**base, "type": "epoch", "epoch": epoch_idx, "losses": losses, "train_seconds": time.time() - t,
-              "peak_mem_mb": _peak_mb(getattr(model, "device", None)), "threads": torch_threads()})
+        validates = bool(valid_data) and eval_step > 0 and (epoch_idx + 1) % eval_step == 0  # RecBole's fit rule
+        emit({**base, "type": "epoch", "epoch": epoch_idx, "epochs": epochs, "validates": validates, "losses": losses,
+              "train_seconds": time.time() - t, "peak_mem_mb": _peak_mb(getattr(model, "device", None)),
+              "threads": torch_threads()})
         return total
 
     def _valid_epoch(data, *args, **kwargs):
+        pulse.enter("valid", state["epoch"], _length(data))
         score, result = valid_epoch(data, *args, **kwargs)
         score_f = float(score)
         if state["best_score"] is None or score_f > state["best_score"]:
@@ -633,6 +716,7 @@ def run_task_standalone(task: dict, events_path: str | None = None) -> dict:
     another machine can collect them later; the ``finished`` event is returned.
     """
     _prepare_process(task.get("threads"))
+    task = {"beat_every": None, **task}  # no progress events in a job's file: Slurm has its own time limit
     out = open(events_path, "a", encoding="utf-8") if events_path else None  # noqa: SIM115
 
     def emit(event: dict) -> None:

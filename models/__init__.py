@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MODELS", "NAMES", "LightGCNBase", "LightGCNOT", "SimGCL", "XSimGCL", "default_config_file", "get_model"]
+__all__ = ["MODELS", "NAMES", "VERSIONS", "LightGCNBase", "LightGCNOT", "SimGCL", "XSimGCL", "default_config_file", "get_model"]
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
@@ -24,6 +24,17 @@ _WHERE = {
     "XSimGCL": "xsimgcl",
 }
 NAMES: tuple[str, ...] = ("LightGCNOT", "SimGCL", "XSimGCL")
+
+# Implementation version of each model: bumped by whoever changes the numbers a model
+# computes for a given config (a fixed bug, a new default arithmetic), so that runs made
+# by the older code are not taken for current ones (callers hash it into a run's identity).
+# A model not listed is at version 1.
+#   LightGCNOT 2: the default path is GSC's arithmetic (batch-wide cost pruning, no cost
+#                 shift, no plan rounding); the earlier choices are switches.
+#   SimGCL 2:     require_pow follows RecBole's default (False), as RecBole-GNN runs it.
+#   XSimGCL 2:    the contrastive term is a mean over the batch's users/items, as in
+#                 RecBole-GNN (it was SimGCL's sum: ~700x larger on ml-100k).
+VERSIONS: dict[str, int] = {"LightGCNOT": 2, "SimGCL": 2, "XSimGCL": 2}
 
 
 def __getattr__(attr: str):

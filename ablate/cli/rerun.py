@@ -110,6 +110,11 @@ def rerun_cmd(
         typer.echo(f"reproduced: all {n} metrics (valid and test) equal run {original.id} exactly (max |diff| 0)")
         return 0
     typer.echo(f"NOT reproduced: {len(differ)} of {n} metrics differ from run {original.id}, max |diff| {worst:.6g}")
+    from ablate import versions
+
+    if not versions.is_current(original.versions, original.model):
+        typer.echo(f"  run {original.id} was trained by {versions.recorded(original.versions, original.model)}; "
+                   f"this checkout runs {versions.label(original.model)}: its numbers changed on purpose")
     for line in differ[:12]:
         typer.echo(f"  {line}")
     return 1

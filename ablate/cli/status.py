@@ -37,6 +37,20 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
 
 
+def _older_line(store, ids: list[int] | None) -> str | None:
+    """One line when some of the runs were trained by older code than this checkout's
+    (:mod:`ablate.versions`): their stored numbers are not what the code computes now."""
+    from ablate.report.frame import older_implementations
+
+    older = older_implementations(store, ids)
+    if not older:
+        return None
+    then = sorted({pair[0] for pair in older.values()})
+    now = sorted({pair[1] for pair in older.values()})
+    return (f"  {len(older)} run(s) trained by older code ({', '.join(then)}; now {', '.join(now)}): "
+            "`ablate run` of their spec trains them again")
+
+
 def running_runs(store, run_ids: list[int] | None) -> list[dict]:
     """Running rows (one query), as dicts of the Run columns the status view shows."""
     from sqlalchemy import select
@@ -76,10 +90,16 @@ def status_cmd(
             counts = store.counts(exp_ids)
             ids.extend(exp_ids)
             typer.echo(f"{name}: {len(exp_ids)} runs, " + _counts(counts))
+            older = _older_line(store, exp_ids)
+            if older:
+                typer.echo(older)
     else:
         ids = None
         counts = store.counts()
         typer.echo(f"{store.db}: {sum(counts.values())} runs, " + _counts(counts))
+        older = _older_line(store, None)
+        if older:
+            typer.echo(older)
     running = running_runs(store, ids)
     columns = RUNNING_COLUMNS
     if any(r["job_id"] for r in running):  # Slurm runs: the job id and the job's live state

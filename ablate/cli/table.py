@@ -49,9 +49,10 @@ def render_table(db: str, targets: list[str] | None = None, *, overrides: dict |
         if not data.rows:
             raise UsageError(f"experiment {', '.join(names)} has no runs")
         losses = frame_mod.loss_history(snap, data.done_variant_ids())
+        older = frame_mod.older_implementations(snap, data.run_ids())
     ref = table_mod.load_reference(reference) if reference is not None else None
     table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
-                            reference=ref, losses=losses, negligible=negligible)
+                            reference=ref, losses=losses, negligible=negligible, older=older)
     return table, (table_mod.render(table, fmt) if fmt != "rich" else None)
 
 

@@ -417,6 +417,32 @@ def _epochs(snap: Snapshot, run_ids: list[int], columns: str) -> list[tuple]:
     return out
 
 
+def older_implementations(source, run_ids: list[int] | None) -> dict[int, tuple[str, str]]:
+    """``{run_id: (trained by, current)}`` for the given done runs (None: every run) that were
+    trained by another implementation than this checkout's (:mod:`ablate.versions`): their
+    numbers are not what the code would compute now, and a report must say so."""
+    from ablate import versions
+
+    out: dict[int, tuple[str, str]] = {}
+    if run_ids is not None and not run_ids:
+        return out
+    with snapshot(source) as snap:
+        if run_ids is None:
+            rows = snap.rows(f"SELECT id, model, versions FROM runs WHERE status = '{DONE}' AND versions IS NOT NULL")
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(run_ids))):
+                params: dict = {}
+                rows += snap.rows(f"SELECT id, model, versions FROM runs WHERE status = '{DONE}' "
+                                  f"AND id IN {_in(chunk, 'r', params)}", params)
+    for (rid, model, _), stored in zip(rows, json_values([r[2] for r in rows])):
+        if stored is None:
+            continue  # never trained: nothing to compare
+        if not versions.is_current(stored, model):
+            out[int(rid)] = (versions.recorded(stored, model), versions.label(model))
+    return out
+
+
 def epoch_losses(source, run_ids: list[int]) -> pd.DataFrame:
     """Per-epoch loss terms of the given runs: columns run_id, epoch, then one per term
     in the order the model reported them (the first is the main loss)."""

@@ -138,9 +138,12 @@ def _rank(rows: list[Row], metric: str, shown: list[float | None]) -> None:
 
 def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline: str | None = None,
           precision: int = 4, sort: str | None = None, delta: bool = False, reference: pd.DataFrame | None = None,
-          losses: dict[int, list[dict[str, float]]] | None = None, negligible: float = NEGLIGIBLE) -> Table:
+          losses: dict[int, list[dict[str, float]]] | None = None, negligible: float = NEGLIGIBLE,
+          older: dict[int, tuple[str, str]] | None = None) -> Table:
     """Decide every mark of the table. ``losses`` (run id -> epoch loss dicts) enables the
-    negligible-term flag; ``reference`` (index name, metric columns) adds published rows."""
+    negligible-term flag; ``reference`` (index name, metric columns) adds published rows;
+    ``older`` (run id -> (trained by, current), :func:`ablate.report.frame.older_implementations`)
+    flags rows whose numbers older code computed."""
     metrics = [m.lower() for m in (metrics or DEFAULT_METRICS)]
     if precision < 0 or precision > 10:
         raise UsageError(f"--precision must be between 0 and 10, got {precision}")
@@ -194,6 +197,11 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         rows.append(row)
 
     _flag_identical(rows, metrics, shown)
+    for row in rows:
+        made_by = {older[rid] for rid in frame.run_ids(row.name) if rid in older} if older else set()
+        if made_by:
+            then, now = (sorted({pair[i] for pair in made_by}) for i in (0, 1))
+            row.flags.append(f"trained by older code: {', '.join(then)} (now {', '.join(now)}); `ablate run` retrains it")
     if losses:
         for row in rows:
             if row.kind != "variant" or row.n == 0:

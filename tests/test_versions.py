@@ -1,0 +1,102 @@
+"""Implementation versions: a fix never hides behind a stored result.
+
+A run stored by older code is rebuilt here exactly as that code left it (its key hashed
+without the implementation, its versions without a label), then the current CLI must
+flag it in ``table`` and ``status``, and ``run`` must train the config again instead of
+taking the stored numbers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+
+import pytest
+from typer.testing import CliRunner
+
+import models
+from ablate import plan, versions
+from ablate.cli import app
+
+runner = CliRunner()
+SPEC = """\
+name: tiny
+base: {dataset: ml-100k, epochs: 1, embedding_size: 8, train_batch_size: 4096, eval_batch_size: 409600,
+       topk: [10], metrics: [Recall, NDCG], valid_metric: NDCG@10}
+seeds: [2020]
+baselines:
+  SimGCL: {model: SimGCL}
+"""
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_initial_versions_leave_keys_as_they_were():
+    """LightGCN (RecBole's, version 1): the key is the plain config hash of before."""
+    import hashlib
+
+    config = {"model": "LightGCN", "dataset": "ml-100k", "seed": 1, "n_layers": 2, "data_path": "/x"}
+    blob = json.dumps({k: v for k, v in config.items() if k != "data_path"}, sort_keys=True, separators=(",", ":"))
+    assert plan.run_key(config) == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert versions.key_part("LightGCN") == {}
+
+
+def test_a_model_version_enters_the_key(monkeypatch):
+    config = {"model": "XSimGCL", "dataset": "ml-100k", "seed": 1}
+    now = plan.run_key(config)
+    assert versions.label("XSimGCL") == f"XSimGCL@{models.VERSIONS['XSimGCL']}+ablate@{versions.NUMBERS}"
+    monkeypatch.setitem(models.VERSIONS, "XSimGCL", models.VERSIONS["XSimGCL"] + 1)
+    assert plan.run_key(config) != now
+    monkeypatch.setattr(versions, "NUMBERS", versions.NUMBERS + 1)
+    monkeypatch.setitem(models.VERSIONS, "XSimGCL", 1)
+    assert plan.run_key(config) != now  # ablate's own numbers count too
+
+
+def test_recorded_labels():
+    assert versions.recorded(None, "SimGCL") == "SimGCL@1+ablate@1"  # trained before labels existed
+    assert versions.recorded({"torch": "2"}, "SimGCL") == "SimGCL@1+ablate@1"
+    assert versions.is_current({"implementation": versions.label("SimGCL")}, "SimGCL")
+    assert not versions.is_current({"torch": "2"}, "SimGCL")
+    assert versions.is_current({"torch": "2"}, "BPR")  # version 1 then and now
+
+
+@pytest.mark.skipif(models.VERSIONS.get("SimGCL", 1) < 2, reason="needs a model whose implementation changed")
+def test_a_run_made_by_older_code_is_flagged_and_trained_again(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(SPEC, encoding="utf-8")
+    db = tmp_path / "results.db"
+    first = _invoke("run", spec, "--db", db, "--jobs", "1")
+    assert first.exit_code == 0, first.output
+    with closing(sqlite3.connect(db)) as con, con:
+        (rid, key, config, stored), = con.execute("SELECT id, key, config, versions FROM runs").fetchall()
+        stored = json.loads(stored)
+        assert stored["implementation"] == versions.label("SimGCL")
+        # What the code before implementation versions left behind for this config.
+        config = json.loads(config)
+        ident = {k: v for k, v in config.items() if k not in plan.LOCAL_KEYS}
+        import hashlib
+
+        old_key = hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+                                 .encode()).hexdigest()[:16]
+        assert old_key != key
+        del stored["implementation"]
+        con.execute("UPDATE runs SET key = ?, versions = ? WHERE id = ?", (old_key, json.dumps(stored), rid))
+
+    table = _invoke("table", "tiny", "--db", db, "--md")
+    assert table.exit_code == 0, table.output
+    assert "trained by older code: SimGCL@1+ablate@1" in table.output
+    status = _invoke("status", "tiny", "--db", db)
+    assert status.exit_code == 0, status.output
+    assert "1 run(s) trained by older code (SimGCL@1+ablate@1" in status.output
+
+    again = _invoke("run", spec, "--db", db, "--jobs", "1")
+    assert again.exit_code == 0, again.output
+    with closing(sqlite3.connect(db)) as con:
+        rows = con.execute("SELECT key, status FROM runs ORDER BY id").fetchall()
+    assert rows == [(old_key, "done"), (key, "done")]  # trained anew, the old row kept
+    table = _invoke("table", "tiny", "--db", db, "--md")
+    assert table.exit_code == 0 and "older code" not in table.output, table.output
+    status = _invoke("status", "tiny", "--db", db)
+    assert "older code" not in status.output
