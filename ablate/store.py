@@ -51,11 +51,12 @@ class Status(str, enum.Enum):
     OOM = "oom"
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
+    STALLED = "stalled"  # no progress for --stall-timeout: its worker was killed
 
 
 PRIMARY_ONLY = "rerun_of IS NULL"  # a run that is not a rerun: one per key
 
-RETRYABLE = (Status.FAILED, Status.NAN, Status.OOM, Status.TIMEOUT, Status.INTERRUPTED)
+RETRYABLE = (Status.FAILED, Status.NAN, Status.OOM, Status.TIMEOUT, Status.INTERRUPTED, Status.STALLED)
 
 
 def utcnow() -> datetime:
@@ -379,7 +380,7 @@ class Store:
         """Make the given runs claimable again where appropriate.
 
         * stale ``running`` rows (owner dead or silent) -> pending, counted as interrupted;
-        * failed / nan / oom / timeout / interrupted -> pending when ``retry``;
+        * failed / nan / oom / timeout / interrupted / stalled -> pending when ``retry``;
         * with ``force`` every non-running row -> pending.
         """
         ids = list(run_ids)
