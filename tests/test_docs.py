@@ -28,3 +28,35 @@ def test_ci_runs_the_readme_test_command():
         return re.sub(r"\s+", " ", cmd.replace("python -m pip install -q", "pip install")).strip()
 
     assert normalise(readme_cmd) in normalise(ci)
+
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    heads = re.findall(r"^#{1,6}\s+(.+?)\s*$", re.sub(r"```.*?```", "", text, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_the_readme_points_to_every_doc_and_every_link_resolves():
+    assert {p.name for p in DOCS} >= {"design.md", "models.md", "reliability.md", "performance.md"}
+    assert all(f"docs/{p.name}" in README for p in DOCS)
+    broken = []
+    for page in [ROOT / "README.md", *DOCS]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or (anchor and anchor not in _anchors(dest.read_text(encoding="utf-8"))):
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
+
+
+def test_the_docs_name_only_real_commands():
+    names = set(get_command(app).commands)
+    said = {m for p in [ROOT / "README.md", *DOCS]
+            for m in re.findall(r"(?:`|^)ablate ([a-z][a-z-]*)", p.read_text(encoding="utf-8"), re.M)}
+    assert said - names == set()
