@@ -35,7 +35,7 @@ def _must_exist(db: str) -> None:
 def render_table(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, fmt: str = "rich",
                  metrics: list[str] | None = None, split: str = "test", baseline: str | None = None,
                  precision: int = 4, sort: str | None = None, delta: bool = False, reference: Path | None = None,
-                 negligible: float = 0.01):
+                 negligible: float = 0.01, short: bool = False):
     """Everything ``ablate table`` does short of printing; returns (Table, text).
 
     All reads happen in one read-only snapshot of the store (on SQLite: without
@@ -50,9 +50,10 @@ def render_table(db: str, targets: list[str] | None = None, *, overrides: dict |
             raise UsageError(f"experiment {', '.join(names)} has no runs")
         losses = frame_mod.loss_history(snap, data.done_variant_ids())
         older = frame_mod.older_implementations(snap, data.run_ids())
-    ref = table_mod.load_reference(reference) if reference is not None else None
+    ref = table_mod.load_reference(reference, split) if reference is not None else None
     table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
                             reference=ref, losses=losses, negligible=negligible, older=older)
+    table.short_headers = short
     return table, (table_mod.render(table, fmt) if fmt != "rich" else None)
 
 
@@ -74,7 +75,8 @@ def table_cmd(
     precision: Annotated[int, typer.Option(help="Decimals shown; marks compare the shown values.")] = 4,
     sort: Annotated[Optional[str], typer.Option(help="Order rows by this metric (best first) instead of as declared.")] = None,
     delta: Annotated[bool, typer.Option("--delta", help="Relative change vs the baseline in every row.")] = False,
-    reference: Annotated[Optional[Path], typer.Option(help="YAML/CSV of published numbers shown as reference rows.")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Published numbers shown on top as reference rows (†, never ranked): YAML with source: (paper, table), split: test, rows: {Name: {recall@10: 0.1876, ...}}; or a CSV with a name column.")] = None,
+    short: Annotated[bool, typer.Option("--short", help="The notebook's column names: r10 n10 r20 n20 r50 n50.")] = False,
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
     md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
@@ -87,12 +89,13 @@ def table_cmd(
     fmt = chosen[0] if chosen else "rich"
     table, text = render_table(db, targets, overrides=parse_overrides(override), fmt=fmt,
                                metrics=_split_metrics(metrics), split=split, baseline=baseline, precision=precision,
-                               sort=sort, delta=delta, reference=reference, negligible=negligible)
+                               sort=sort, delta=delta, reference=reference, negligible=negligible, short=short)
     if text is not None:
         typer.echo(text, nl=False)
         return
     from rich.console import Console
 
-    from ablate.report.table import to_rich
+    from ablate.report.table import print_rich, terminal_width
 
-    Console().print(to_rich(table))
+    console = Console()
+    print_rich(table, console, terminal_width(console))

@@ -40,6 +40,7 @@ LOWER_IS_BETTER = {"averagepopularity", "giniindex", "mae", "rmse", "logloss"}
 # Loss terms that are meant to be small (weight decay); never flagged as negligible.
 REGULARISERS = {"reg", "reg_loss", "l2", "emb_loss"}
 NEGLIGIBLE = 0.01
+REFERENCE_MARK = "†"
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Row:
     @property
     def label(self) -> str:
         if self.kind == "reference":
-            return f"{self.name} (ref)"
+            return f"{self.name} {REFERENCE_MARK}"
         return f"{self.name} (n={self.n})" if self.n >= 2 else self.name
 
 
@@ -76,6 +77,19 @@ class Table:
     rows: list[Row]
     precision: int = 4
     baseline: str | None = None
+    reference_source: str | None = None  # where the reference rows' numbers come from
+    short_headers: bool = False  # the notebook's column names: r10 n10 r20 ...
+
+    @property
+    def headers(self) -> list[str]:
+        return [short_header(m) for m in self.metrics] if self.short_headers else list(self.metrics)
+
+    @property
+    def reference_note(self) -> str | None:
+        """The footnote of the reference rows: their source, and that they were not run here."""
+        if not any(r.kind == "reference" for r in self.rows):
+            return None
+        return f"{REFERENCE_MARK} {self.reference_source or 'reference'}: published numbers, not run here; never ranked or tested"
 
     @property
     def has_notes(self) -> bool:
@@ -231,9 +245,11 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         summary = _best_variant_delta(rows, base_row, metrics, precision)
         if summary is not None:
             rows.append(summary)
+    source = None
     if reference is not None and not reference.empty:
         rows = _reference_rows(reference, metrics) + rows
-    return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline)
+        source = reference.attrs.get("source")
+    return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline, reference_source=source)
 
 
 def _flag_identical(rows: list[Row], metrics: list[str], shown: dict[str, list[float | None]]) -> None:
@@ -282,17 +298,76 @@ def _reference_rows(reference: pd.DataFrame, metrics: list[str]) -> list[Row]:
     return out
 
 
-def load_reference(path: Path) -> pd.DataFrame:
-    """Published numbers from a YAML or CSV file: index = row name, columns = metrics.
+# Metrics that are fractions: a published 18.76 (a percent) instead of 0.1876 is a typo.
+FRACTIONS = {"recall", "ndcg", "precision", "hit", "mrr", "map", "itemcoverage", "giniindex"}
+REFERENCE_KEYS = ("source", "split", "dataset", "rows")
 
-    YAML: either ``{LightGCN: {recall@20: 0.1830, ...}, ...}`` or a list of mappings with
-    a ``name`` (or ``model``) key. CSV: a ``name`` or ``model`` column, else the first.
+
+def _reference_file(data: dict, where: str) -> tuple[list[dict], dict]:
+    """The records and attributes of a reference file in the documented format::
+
+        source: Lin et al., NCL, WWW 2022, Table 2 (MovieLens-1M)
+        split: test            # the split the numbers are on (default test)
+        dataset: ml-1m         # optional, shown with the source
+        rows:
+          LightGCN: {recall@10: 0.1876, ndcg@10: 0.2514}
+
+    Checked key by key, so a wrong file is one line naming the key, never a table of
+    silently missing numbers."""
+    unknown = [k for k in data if k not in REFERENCE_KEYS]
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(REFERENCE_KEYS)})")
+    source = data.get("source")
+    if not isinstance(source, str) or not source.strip() or "\n" in source.strip():
+        raise UsageError(f"{where}: source: give the paper and table the numbers come from, on one line")
+    split = data.get("split", "test")
+    if split not in ("test", "valid"):
+        raise UsageError(f"{where}: split: must be test or valid, got {split!r}")
+    dataset = data.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise UsageError(f"{where}: dataset: must be a name such as ml-1m, got {dataset!r}")
+    rows = data.get("rows")
+    if not isinstance(rows, dict) or not rows:
+        raise UsageError(f"{where}: rows: must map each row name to its metrics, e.g. LightGCN: {{recall@10: 0.1876}}")
+    records = []
+    for name, values in rows.items():
+        if not isinstance(values, dict) or not values:
+            raise UsageError(f"{where}: rows.{name}: must map metrics to numbers, e.g. {{recall@10: 0.1876}}")
+        rec: dict = {"name": str(name)}
+        for metric, value in values.items():
+            key = str(metric).lower()
+            kind, at, k = key.partition("@")
+            if not kind.isalpha() or (at and not k.isdigit()):
+                raise UsageError(f"{where}: rows.{name}.{metric}: not a metric name (as recall@10, ndcg@20, mrr@10)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"{where}: rows.{name}.{metric}: must be a number, got {value!r}")
+            if kind in FRACTIONS and not 0 <= value <= 1:
+                raise UsageError(f"{where}: rows.{name}.{metric}: {value} is not between 0 and 1 (a percentage?)")
+            if key in rec:
+                raise UsageError(f"{where}: rows.{name}: {metric} given twice")
+            rec[key] = float(value)
+        records.append(rec)
+    label = source.strip() + (f" ({dataset}, {split} split)" if dataset else f" ({split} split)")
+    return records, {"source": label, "split": split}
+
+
+def load_reference(path: Path, split: str | None = None) -> pd.DataFrame:
+    """Published numbers from a YAML or CSV file: index = row name, columns = metrics;
+    ``attrs["source"]`` names where they come from (shown as the rows' footnote).
+
+    YAML, preferably the checked format of :func:`_reference_file` (``source``, ``split``,
+    ``rows``). Also read: ``{LightGCN: {recall@20: 0.1830, ...}, ...}`` or a list of
+    mappings with a ``name`` (or ``model``) key, and CSV with a ``name`` or ``model``
+    column (else the first); their source is the file's name. ``split``: the split the
+    table shows; numbers published for another split are refused.
     """
     import pandas as pd
 
     p = Path(path)
+    where = f"--reference {path}"
     if not p.is_file():
-        raise UsageError(f"--reference {path}: no such file")
+        raise UsageError(f"{where}: no such file")
+    attrs = {"source": p.name, "split": None}
     try:
         if p.suffix.lower() == ".csv":
             df = pd.read_csv(p)
@@ -302,26 +377,33 @@ def load_reference(path: Path) -> pd.DataFrame:
             from ablate.spec import load_yaml
 
             data = load_yaml(p.read_text(encoding="utf-8"), p)
-            if isinstance(data, dict):
-                data = [{"name": k, **(v or {})} for k, v in data.items()]
-            if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-                raise UsageError(f"--reference {path}: expected a mapping name -> metrics or a list of rows")
-            records = []
-            for d in data:
-                name = d.get("name", d.get("model"))
-                if name is None:
-                    raise UsageError(f"--reference {path}: a row has no name")
-                records.append({"name": str(name), **{k: v for k, v in d.items() if k not in ("name", "model")}})
+            if isinstance(data, dict) and "rows" in data:
+                records, attrs = _reference_file(data, where)
+            else:
+                if isinstance(data, dict):
+                    data = [{"name": k, **(v or {})} for k, v in data.items()]
+                if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+                    raise UsageError(f"{where}: expected source, split and rows (see ablate table --help), a mapping name -> metrics or a list of rows")
+                records = []
+                for d in data:
+                    name = d.get("name", d.get("model"))
+                    if name is None:
+                        raise UsageError(f"{where}: a row has no name")
+                    records.append({"name": str(name), **{k: v for k, v in d.items() if k not in ("name", "model")}})
             df = pd.DataFrame(records).set_index("name")
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - pandas/yaml errors become one line
-        raise UsageError(f"--reference {path}: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"{where}: {str(err).splitlines()[0]}") from None
+    if split is not None and attrs["split"] is not None and attrs["split"] != split:
+        raise UsageError(f"{where}: its numbers are on the {attrs['split']} split; the table shows {split} (--split)")
     df.columns = [str(c).lower() for c in df.columns]
     try:
-        return df.apply(pd.to_numeric)
+        df = df.apply(pd.to_numeric)
     except (ValueError, TypeError) as err:
-        raise UsageError(f"--reference {path}: non-numeric value ({err})") from None
+        raise UsageError(f"{where}: non-numeric value ({err})") from None
+    df.attrs.update(attrs)
+    return df
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -337,10 +419,20 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*|`"})
+
+
+def md_escape(text: str) -> str:
+    """A name as literal Markdown text: ``0.1*ncl_kmeans`` must not start an emphasis,
+    a ``|`` must not end the cell (``_`` inside a word is literal on GitHub already)."""
+    return text.translate(_MD_SPECIAL)
+
+
 def to_markdown(table: Table) -> str:
-    """GitHub markdown in the notebook's style: ``**0.1901**`` best, ``<u>0.1889</u>`` second."""
+    """GitHub markdown in the notebook's style: ``**0.1901**`` best, ``<u>0.1889</u>`` second.
+    Reference rows are italic and marked †, with their source as a footnote under the table."""
     notes = table.has_notes  # once: it looks at every row
-    head = ["model", *table.metrics] + (["note"] if notes else [])
+    head = ["model", *table.headers] + (["note"] if notes else [])
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for row in table.rows:
         cells = []
@@ -360,16 +452,19 @@ def to_markdown(table: Table) -> str:
             if c.delta is not None:
                 text += f" ({_pct(c.delta)})"
             cells.append(text)
-        label = f"*{row.label}*" if row.kind == "reference" else row.label
+        label = md_escape(row.label)
+        label = f"*{label}*" if row.kind == "reference" else label
         if notes:
-            cells.append("; ".join(row.flags))
+            cells.append(md_escape("; ".join(row.flags)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if table.reference_note:
+        lines += ["", md_escape(table.reference_note)]
     return "\n".join(lines) + "\n"
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "≡": r"$\equiv$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$"}
+                  "≡": r"$\equiv$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "†": r"$^{\dagger}$"}
 
 
 def latex_escape(text: str) -> str:
@@ -381,7 +476,7 @@ def to_latex(table: Table) -> str:
     notes = table.has_notes  # once: it looks at every row
     ncols = 1 + len(table.metrics) + (1 if notes else 0)
     spec = "l" + "c" * len(table.metrics) + ("l" if notes else "")
-    head = ["model", *table.metrics] + (["note"] if notes else [])
+    head = ["model", *table.headers] + (["note"] if notes else [])
     out = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
     prev = None
     for row in table.rows:
@@ -410,7 +505,10 @@ def to_latex(table: Table) -> str:
         parts = [label, *cells] + ([latex_escape("; ".join(row.flags))] if notes else [])
         assert len(parts) == ncols
         out.append(" & ".join(parts) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(r"\bottomrule")
+    if table.reference_note:  # the source under the rule, across the table
+        out.append(rf"\multicolumn{{{ncols}}}{{l}}{{\footnotesize {latex_escape(table.reference_note)}}} \\")
+    out.append(r"\end{tabular}")
     return "\n".join(out) + "\n"
 
 
@@ -442,21 +540,62 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def to_rich(table: Table):
-    """A rich Table for the terminal: bold best, underlined second, dim status cells."""
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+# The notebook's column names: r10 n10 r20 n20 r50 n50.
+SHORT_NAMES = {"recall": "r", "ndcg": "n", "precision": "p", "hit": "h"}
+
+
+def short_header(metric: str) -> str:
+    """``recall@10`` -> ``r10``, as the notebook heads its columns; others unchanged."""
+    kind, at, k = metric.partition("@")
+    return f"{SHORT_NAMES[kind]}{k}" if at and kind in SHORT_NAMES else metric
+
+
+def note_marks(table: Table) -> tuple[dict[int, str], list[str]]:
+    """Notes as marks: ``{row index: "¹,²"}`` and the footnotes, one per distinct note
+    text (rows identical to the same row share one). A note column wraps into many
+    lines on a terminal and takes the width the numbers need."""
+    mark_of: dict[str, str] = {}
+    marks: dict[int, str] = {}
+    for i, row in enumerate(table.rows):
+        own = []
+        for flag in row.flags:
+            if flag not in mark_of:
+                mark_of[flag] = str(len(mark_of) + 1).translate(_SUPERSCRIPT)
+            own.append(list(mark_of).index(flag))
+        if own:
+            marks[i] = ",".join(mark_of[list(mark_of)[j]] for j in sorted(own))
+    return marks, [f"{m} {text}" for text, m in mark_of.items()]
+
+
+def _has_decoration(table: Table) -> bool:
+    return any(c.delta is not None or (c.n >= 2 and c.std is not None)
+               for r in table.rows if r.kind != "summary" for c in r.cells.values())
+
+
+def to_rich(table: Table, metrics: list[str] | None = None, *, short: bool = False, decorate: bool = True,
+            marks: dict[int, str] | None = None, fold: bool = False, title: bool = True):
+    """A rich Table for the terminal: bold best, underlined second, dim status cells,
+    reference rows italic with †. ``metrics``: the columns (default all), ``short``:
+    notebook headers (r10), ``decorate=False`` leaves out ± std and per-cell Δ,
+    ``marks``: note marks by row index (:func:`note_marks`; None: a note column).
+    Names and headers never wrap; ``fold`` lets them break (last resort, never cut)."""
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    rt = RichTable(show_lines=False, title=f"baseline: {table.baseline}" if table.baseline else None)
-    rt.add_column("model")
-    for m in table.metrics:
-        rt.add_column(m, justify="right")
-    notes = table.has_notes  # once: it looks at every row
+    metrics = table.metrics if metrics is None else metrics
+    show_title = title and table.baseline
+    rt = RichTable(show_lines=False, title=f"baseline: {table.baseline}" if show_title else None)
+    rt.add_column("model", no_wrap=not fold, overflow="fold")
+    for m in metrics:
+        rt.add_column(short_header(m) if short or table.short_headers else m, justify="right", no_wrap=not fold,
+                      overflow="fold")
+    notes = marks is None and table.has_notes
     if notes:
         rt.add_column("note", style="yellow")
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
         cells = []
-        for m in table.metrics:
+        for m in metrics:
             c = row.cells[m]
             if row.kind == "summary":
                 cells.append(Text(_pct(c.delta) if c.delta is not None else "", style="cyan"))
@@ -465,15 +604,99 @@ def to_rich(table: Table):
                 cells.append(Text(c.status or "", style="dim"))
                 continue
             style = "bold" if c.rank == "best" else "underline" if c.rank == "second" else ""
-            t = Text(_core(c, table.precision, "±"), style=style)
+            core = _core(c, table.precision, "±") if decorate else f"{c.mean:.{table.precision}f}"
+            t = Text(core, style=style)
             if c.sig:
                 t.append(c.sig, style="green")
-            if c.delta is not None:
+            if decorate and c.delta is not None:
                 t.append(f" ({_pct(c.delta)})", style="cyan")
             cells.append(t)
         label = Text(row.label, style="italic" if row.kind == "reference" else "bold" if row.kind == "baseline" else "")
+        if marks and i in marks:
+            label.append(" " + marks[i], style="yellow")
         rt.add_row(label, *cells, *(["; ".join(row.flags)] if notes else []))
     return rt
+
+
+def _chunks(items: list, parts: int) -> list[list]:
+    size = -(-len(items) // parts)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def rich_layout(table: Table, console, width: int | None) -> tuple[list, list[str]]:
+    """The rich tables and footnote lines of ``table`` for a console ``width`` columns
+    wide (None: unbounded, as for a pipe). Layouts are tried from the fullest down,
+    the first that fits is taken, so nothing is ever cut with "…":
+
+    1. every metric, full headers, ``mean ± std`` and Δ in the cells;
+    2. the notebook's headers (r10, n10, ...);
+    3. the metrics split into two or three tables stacked, cells as in 1;
+    4. one table without ± std and per-cell Δ (a footnote says so), then split into
+       2, 3, ... tables;
+    5. one metric per table with names allowed to break (only when the name column
+       alone is wider than the terminal).
+
+    Notes are marks on the row names with footnotes under the table (a note column
+    would wrap into many lines)."""
+    from rich.measure import Measurement
+
+    marks, notes = note_marks(table)
+    if table.reference_note:
+        notes.append(table.reference_note)
+    metrics = table.metrics
+    decorated = _has_decoration(table)
+    candidates: list[tuple[list[list[str]], bool, bool]] = [([metrics], False, True), ([metrics], True, True)]
+    if decorated:
+        candidates += [(_chunks(metrics, t), True, True) for t in (2, 3) if t < len(metrics)]
+    candidates += [(_chunks(metrics, t), True, False) for t in range(1, len(metrics) + 1)]
+
+    def build(groups, short, decorate, fold=False):
+        return [to_rich(table, g, short=short, decorate=decorate, marks=marks, fold=fold, title=i == 0)
+                for i, g in enumerate(groups)]
+
+    if width is None:
+        return build(*candidates[0]), notes
+    wide = console.options.update_width(1_000_000)
+    for groups, short, decorate in candidates:
+        tables = build(groups, short, decorate)
+        if all(Measurement.get(console, wide, t).maximum <= width for t in tables):
+            break
+    else:
+        groups, short, decorate = [[m] for m in metrics], True, False
+        tables = build(groups, short, decorate, fold=True)
+    if decorated and not decorate:
+        notes.append(f"± std and per-cell Δ left out to fit {width} columns (a wider terminal or --md shows them)")
+    return tables, notes
+
+
+def print_rich(table: Table, console, width: int | None = None) -> None:
+    """Print ``table`` on a rich console ``width`` columns wide (None: as wide as it
+    needs, for a pipe or a file: nothing there is ever truncated or wrapped)."""
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    tables, notes = rich_layout(table, console, width)
+    wide = console.options.update_width(1_000_000)
+    before = console.width
+    if width is None:  # rich caps every print at the console's width (80 on a pipe)
+        console.width = max([before, *(Measurement.get(console, wide, t).maximum for t in tables)])
+    try:
+        for t in tables:
+            console.print(t, width=width or Measurement.get(console, wide, t).maximum)
+        for line in notes:  # whole lines: the terminal wraps them, rich does not cut them
+            console.print(Text(line, style="yellow" if not line.startswith(REFERENCE_MARK) else "italic"), soft_wrap=True)
+    finally:
+        console.width = before
+
+
+def terminal_width(console) -> int | None:
+    """The width to fit: the terminal's, or ``COLUMNS`` when set; None for a pipe
+    (rich would otherwise assume 80 columns and cut names in a file)."""
+    import os
+
+    if console.is_terminal or os.environ.get("COLUMNS", "").strip().isdigit():
+        return console.width
+    return None
 
 
 def render(table: Table, fmt: str) -> str:
@@ -487,5 +710,5 @@ def render(table: Table, fmt: str) -> str:
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(to_rich(table))
+    print_rich(table, console, 200)
     return console.file.getvalue()

@@ -151,13 +151,15 @@ def test_reference_rows_shown_but_not_ranked(tmp_path):
     ref.write_text("SGL: {recall@10: 0.2500, ndcg@10: 0.3000}\nNCL: {recall@10: 0.2600}\n")
     out = table_of(db, "--md", "-m", "recall@10,ndcg@10", "--reference", str(ref))
     body = out.splitlines()[2:]
-    assert body[0] == "| *SGL (ref)* | 0.2500 | 0.3000 |"
-    assert body[1] == "| *NCL (ref)* | 0.2600 |  |"
+    assert body[0] == "| *SGL †* | 0.2500 | 0.3000 |"
+    assert body[1] == "| *NCL †* | 0.2600 |  |"
+    # the footnote names the file when the file names no source
+    assert body[-2:] == ["", "† paper.yaml: published numbers, not run here; never ranked or tested"]
     rows = md_rows(out)
     assert rows["V"] == ["**0.1900**", "<u>0.2400</u>"] and rows["LightGCN"] == ["<u>0.1800</u>", "**0.2500**"]
     csv_ref = tmp_path / "paper.csv"
     csv_ref.write_text("model,Recall@10\nSGL,0.25\n")
-    assert "| *SGL (ref)* | 0.2500 |" in table_of(db, "--md", "-m", "recall@10", "--reference", str(csv_ref))
+    assert "| *SGL †* | 0.2500 |" in table_of(db, "--md", "-m", "recall@10", "--reference", str(csv_ref))
 
 
 def _latex_ok(tex: str, ncols: int) -> None:
@@ -169,10 +171,12 @@ def _latex_ok(tex: str, ncols: int) -> None:
     assert depth == 0
     lines = tex.strip().splitlines()
     assert lines[0].startswith(r"\begin{tabular}{") and lines[-1] == r"\end{tabular}"
-    assert lines[1] == r"\toprule" and lines[-2] == r"\bottomrule" and r"\midrule" in lines
+    assert lines[1] == r"\toprule" and r"\bottomrule" in lines[-3:] and r"\midrule" in lines
     body = [l for l in lines if l.endswith(r"\\")]
     assert body
     for line in body:
+        if line.startswith(rf"\multicolumn{{{ncols}}}"):  # a footnote across the table
+            continue
         assert len(re.findall(r"(?<!\\)&", line)) == ncols - 1, line
 
 
@@ -185,7 +189,7 @@ def test_latex_is_well_formed(tmp_path):
     tex = table_of(db, "--latex", "-m", "recall@10", "--reference", str(ref))
     _latex_ok(tex, ncols=2)
     assert r"\textbf{0.2117 $\pm$ 0.0126}" in tex and r"\underline{0.1900 $\pm$ 0.0100}" in tex
-    assert r"Light\_GCN (n=3)" in tex and r"V\&1 \#x" in tex and r"\textit{SGL 100\% (ref)}" in tex
+    assert r"Light\_GCN (n=3)" in tex and r"V\&1 \#x" in tex and r"\textit{SGL 100\% $^{\dagger}$}" in tex
     fill(db, [dict(row="Light_GCN", role="baseline", seed=9, metrics={"recall@10": 0.18})], name="exp2")
     tex = table_of(db, "exp2", "--latex", "-m", "recall@10,ndcg@10", "--delta")
     _latex_ok(tex, ncols=3)
