@@ -44,6 +44,7 @@ def run_cmd(
     jobs: Annotated[Optional[int], typer.Option(help="Parallel runs on the CPU when there is no GPU.")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded plan and exit.")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="First download the datasets the spec names that are not there (ablate data fetch).")] = False,
     force: Annotated[bool, typer.Option(help="Run every run again, even those already done.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped (status timeout).")] = None,
     workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
@@ -71,6 +72,11 @@ def run_cmd(
 
         overrides = parse_overrides(override)
         spec = spec_mod.load_spec(spec_path)
+        if fetch:  # where the plan would look for each dataset, then the usual plan
+            from ablate import data
+
+            for folder in data.fetch_missing(r.config for r in plan.expand(spec, overrides, check_files=False)):
+                typer.echo(f"fetched {folder}")
         runs = plan.expand(spec, overrides)
         console = Console()
         if timeout is not None and timeout <= 0:
