@@ -76,7 +76,6 @@ def status_cmd(
 ) -> None:
     """Counts by status (per experiment, or the whole store) and the runs running now."""
     from rich.console import Console
-    from rich.table import Table
 
     from ablate.report.frame import resolve_targets
 
@@ -108,9 +107,48 @@ def status_cmd(
         states = running_job_states(store, running)
         columns = columns + [("job", lambda r: r["job_id"] or ""), ("state", lambda r: states.get(r["id"], ""))]
     if running:
+        from ablate.report.table import print_whole, terminal_width
+
+        width = terminal_width(con)
+        tables, lines = running_view(running, columns, con, width)
+        print_whole(con, tables, lines, width)
+
+
+# Columns left out, in this order, when the running table is wider than the terminal.
+OPTIONAL_COLUMNS = ("host", "heartbeat", "running for")
+
+
+def running_view(running: list[dict], columns: list, console, width: int | None) -> tuple[list, list]:
+    """The running runs as (tables, text lines) that fit ``width`` columns (None: a pipe,
+    any width). Cells never wrap and are never cut: a narrower layout leaves out the
+    optional columns (a line says which), and if even that is too wide each run becomes
+    a block of lines, ``#id name`` then its fields."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ablate.report.table import fits
+
+    def table(cols):
         t = Table(title="running")
-        for head, _ in columns:
-            t.add_column(head)
+        for head, _ in cols:
+            t.add_column(head, no_wrap=True, overflow="fold")
         for r in running:
-            t.add_row(*(fn(r) for _, fn in columns))
-        con.print(t)
+            t.add_row(*(Text(fn(r)) for _, fn in cols))  # Text: a name is not rich markup
+        return t
+
+    if width is None:
+        return [table(columns)], []
+    cols, left_out = columns, []
+    for name in (None, *OPTIONAL_COLUMNS):
+        if name is not None and any(h == name for h, _ in cols):
+            cols = [c for c in cols if c[0] != name]
+            left_out.append(name)
+        t = table(cols)
+        if fits(console, t, width):
+            note = [Text(f"({', '.join(left_out)} left out to fit {width} columns)", style="dim")] if left_out else []
+            return [t], note
+    lines = [Text("running:", style="bold")]
+    for r in running:
+        lines.append(Text(f"#{r['id']} {r['name']}"))
+        lines.append(Text("    " + "   ".join(f"{h}: {fn(r)}" for h, fn in columns if h not in ("id", "name") and fn(r))))
+    return [], lines

@@ -638,8 +638,6 @@ def rich_layout(table: Table, console, width: int | None) -> tuple[list, list[st
 
     Notes are marks on the row names with footnotes under the table (a note column
     would wrap into many lines)."""
-    from rich.measure import Measurement
-
     marks, notes = note_marks(table)
     if table.reference_note:
         notes.append(table.reference_note)
@@ -656,10 +654,9 @@ def rich_layout(table: Table, console, width: int | None) -> tuple[list, list[st
 
     if width is None:
         return build(*candidates[0]), notes
-    wide = console.options.update_width(1_000_000)
     for groups, short, decorate in candidates:
         tables = build(groups, short, decorate)
-        if all(Measurement.get(console, wide, t).maximum <= width for t in tables):
+        if all(fits(console, t, width) for t in tables):
             break
     else:
         groups, short, decorate = [[m] for m in metrics], True, False
@@ -672,19 +669,37 @@ def rich_layout(table: Table, console, width: int | None) -> tuple[list, list[st
 def print_rich(table: Table, console, width: int | None = None) -> None:
     """Print ``table`` on a rich console ``width`` columns wide (None: as wide as it
     needs, for a pipe or a file: nothing there is ever truncated or wrapped)."""
-    from rich.measure import Measurement
     from rich.text import Text
 
     tables, notes = rich_layout(table, console, width)
+    print_whole(console, tables, [Text(line, style="italic" if line.startswith(REFERENCE_MARK) else "yellow")
+                                  for line in notes], width)
+
+
+def fits(console, renderable, width: int) -> bool:
+    """Whether ``renderable`` takes at most ``width`` columns without wrapping a cell."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum <= width
+
+
+def print_whole(console, tables: list, lines: list, width: int | None) -> None:
+    """Print tables at their natural width (capped at ``width`` when given) and text
+    lines unwrapped (the terminal wraps them; rich would cut them in a file). On a pipe
+    (``width`` None) the console is widened for the call: rich caps every print at the
+    console's width, 80 columns when it cannot ask a terminal."""
+    from rich.measure import Measurement
+
     wide = console.options.update_width(1_000_000)
+    natural = [Measurement.get(console, wide, t).maximum for t in tables]
     before = console.width
-    if width is None:  # rich caps every print at the console's width (80 on a pipe)
-        console.width = max([before, *(Measurement.get(console, wide, t).maximum for t in tables)])
+    if width is None:
+        console.width = max([before, *natural])
     try:
-        for t in tables:
-            console.print(t, width=width or Measurement.get(console, wide, t).maximum)
-        for line in notes:  # whole lines: the terminal wraps them, rich does not cut them
-            console.print(Text(line, style="yellow" if not line.startswith(REFERENCE_MARK) else "italic"), soft_wrap=True)
+        for t, w in zip(tables, natural):
+            console.print(t, width=min(w, width) if width else w)
+        for line in lines:
+            console.print(line, soft_wrap=True)
     finally:
         console.width = before
 
