@@ -14,8 +14,9 @@ this order, so that a spec works from any clone without a path in it:
 RecBole's ``properties/dataset/url.yaml``, or ``$ABLATE_DATA_URL_<NAME>``) into the data
 home with RecBole's own download code, and a dataset that is missing stops a plan with
 one line saying which URL to unzip where. How a dataset is *filtered* (ratings >= 3 for
-the NCL paper's ml-1m) stays RecBole's business and the spec's: ``load_col`` and
-``val_interval`` in its ``base``.
+the NCL paper's ml-1m) stays RecBole's business and the spec's: ``load_col``,
+``val_interval`` and ``unused_col`` in its ``base``; on a copy that was filtered before
+and has no rating column, the plan leaves the filter out (:func:`drop_applied_filters`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def home_origin() -> str:
 
 
 def bundled() -> Path:
+    """The datasets inside the recbole wheel: usable anywhere, no download."""
     return catalog.recbole_dir() / BUNDLED
 
 
@@ -101,7 +103,9 @@ def url_for(name: str) -> str | None:
 
 
 def _offline_hint(name: str, folder: Path, url: str | None) -> str:
+    """What to put where by hand; names RecBole's own URL where a given one failed."""
     target = folder / name
+    url = recbole_urls().get(name) or url
     if url is None:
         return (f"RecBole has no download for {name!r}: put its atomic files ({name}.inter, ...) in {target}/ "
                 f"or point data_path (-o data_path=FOLDER) or ${HOME_ENV} at the folder that holds {name}/")
@@ -181,6 +185,8 @@ def fetch(name: str, folder: Path | str | None = None, url: str | None = None, f
                         f"${_url_env(name)} gives one); {_offline_hint(name, folder, None)}")
     if (target / f"{name}.inter").is_file() and not force:
         return target, False
+    if target.exists() and not force:  # never delete a folder that someone made by hand
+        raise DataError(f"{target} exists but holds no {name}.inter; move it away, or fetch with --force to replace it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
@@ -191,7 +197,12 @@ def fetch(name: str, folder: Path | str | None = None, url: str | None = None, f
         _download(name, url, work, folder)
         if target.exists():
             shutil.rmtree(target)
-        os.replace(work, target)
+        try:
+            os.replace(work, target)
+        except OSError as err:
+            if (target / f"{name}.inter").is_file():  # a fetch running at the same time was first
+                return target, False
+            raise DataError(f"cannot move the unpacked files to {target}: {err.strerror or err}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target, True
@@ -204,8 +215,7 @@ def _download(name: str, url: str, work: Path, folder: Path) -> None:
         archive = download_url(url, str(work))
     except (OSError, RuntimeError, TypeError, ValueError) as err:  # URLError is an OSError
         reason = getattr(err, "reason", None) or err
-        hint = _offline_hint(name, folder, recbole_urls().get(name) or url)
-        raise DataError(f"cannot download {name} from {url} ({reason}); {hint}") from None
+        raise DataError(f"cannot download {name} from {url} ({reason}); {_offline_hint(name, folder, url)}") from None
     try:
         extract_zip(archive, str(work))
     except (OSError, zipfile.BadZipFile) as err:

@@ -160,6 +160,13 @@ def test_an_archive_that_is_not_recbole_atomic_files_is_refused(home, tmp_path):
     result = invoke("data", "fetch", "ml-1m", "--url", nested.as_uri())
     assert result.exit_code == 2 and "not ml-1m.inter at its top level" in result.output
     assert list(home.iterdir()) == []
+    (home / "ml-1m" / "notes").mkdir(parents=True)  # a folder made by hand is never deleted unasked
+    archive = make_zip(tmp_path).as_uri()
+    result = invoke("data", "fetch", "ml-1m", "--url", archive)
+    assert result.exit_code == 2 and "exists but holds no ml-1m.inter" in result.output
+    assert (home / "ml-1m" / "notes").is_dir()
+    assert invoke("data", "fetch", "ml-1m", "--url", archive, "--force").exit_code == 0
+    assert (home / "ml-1m" / "ml-1m.inter").is_file() and not (home / "ml-1m" / "notes").exists()
 
 
 def test_the_spec_data_path_wins_over_the_data_home(home, tmp_path):
@@ -210,7 +217,8 @@ def test_the_shipped_ml1m_filter_keeps_ratings_from_3_as_recbole_applies_it(tmp_
         uid, iid = ds.inter_feat[ds.uid_field].numpy(), ds.inter_feat[ds.iid_field].numpy()
         seen[label] = sorted(zip(ds.id2token(ds.uid_field, uid), ds.id2token(ds.iid_field, iid)))
         seen[label + "_key"] = run.key
-        seen[label + "_filter"] = run.config["val_interval"]
+        seen[label + "_filter"] = run.config["val_interval"], run.config["unused_col"]
     assert seen["raw"] == seen["pre"] == sorted(KEPT)
-    assert seen["raw_filter"] == {"rating": "[3,inf)"} and seen["pre_filter"] is None
+    assert seen["raw_filter"] == ({"rating": "[3,inf)"}, {"inter": ["rating"]})
+    assert seen["pre_filter"] == (None, None)  # no column to filter, none to leave unused
     assert seen["raw_key"] != seen["pre_key"]  # different files, different runs
