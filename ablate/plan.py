@@ -37,8 +37,6 @@ LOCAL_KEYS = frozenset({
 })
 # Config values that are file system paths; relative ones are taken from the spec's folder.
 PATH_KEYS = frozenset({"data_path", "dataset_save_path", "dataloaders_save_path"})
-# Datasets that ship inside the recbole wheel, usable with no data_path at all.
-BUNDLED = "dataset_example"
 
 
 @dataclass(frozen=True)
@@ -136,13 +134,6 @@ def _resolve_paths(config: dict, base_dir: Path, where: str = "<spec>") -> None:
             config[key] = str((base_dir / value).resolve())
         else:
             config[key] = str(Path(value).expanduser())
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):  # a name too long, a NUL byte: not a folder we can use
-        return False
 
 
 def _resolve_dataset(config: dict, where: str, check_files: bool) -> None:
