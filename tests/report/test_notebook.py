@@ -1,0 +1,189 @@
+"""The notebook's table re-made: experiments/notebook.yaml under the notebook's names, the
+NCL paper's rows as references on top (experiments/references/ncl_paper.yaml), and a
+smoke run of part of the spec on ml-100k rendered with them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate import plan
+from ablate.cli import app
+from ablate.spec import load_spec, load_yaml
+from report_store import fill
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "experiments" / "notebook.yaml"
+PAPER = ROOT / "experiments" / "references" / "ncl_paper.yaml"
+METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
+# The NCL paper's ml-1m rows as the notebook quotes them (docs/models.md).
+NCL_PAPER = {
+    "LightGCN": [0.1876, 0.2514, 0.2796, 0.2620, 0.4469, 0.3091],
+    "SGL": [0.1888, 0.2526, 0.2848, 0.2649, 0.4487, 0.3111],
+    "NCL": [0.2057, 0.2732, 0.3037, 0.2843, 0.4686, 0.3300],
+}
+runner = CliRunner()
+
+
+def invoke(*args, env=None):
+    res = runner.invoke(app, [str(a) for a in args], env=env)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def md_body(text: str) -> list[list[str]]:
+    """Rows of a Markdown table (header and rule skipped, footnotes left out)."""
+    rows = [line for line in text.splitlines() if line.startswith("| ")][2:]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in rows]
+
+
+# ---------------------------------------------------------------------------- the spec
+
+
+def test_notebook_spec_expands_under_the_notebooks_names():
+    runs = plan.expand(load_spec(SPEC), {"dataset": "ml-100k"})
+    by_name = {r.name: r for r in runs}
+    assert [r.name for r in runs[:3]] == ["LightGCN", "SGL", "NCL"]
+    assert all(r.role == "baseline" for r in runs[:3]) and all(r.model == "LightGCNOT" for r in runs[3:])
+    assert len(runs) == 64 and plan.duplicates(runs) == []
+    # the notebook's names, as written there, decoded into the model's switches
+    cases = {
+        "default(wg32a)[dontchange]": dict(ot_z1="mean", ot_z2="last", k1=3, k2=2, sample_adj="A", subg1_adj="A",
+                                           ot_distance="both", ot_weight=1e-7, n_user_centres=5, proto_weight=0.0),
+        "wg02x": dict(k1=0, k2=2, subg1_adj="xx"),
+        "wg06A2a_z1:-2_z2:lg(list[-1])": dict(ot_z1=-2, ot_z2="last", k1=0, k2=6, sample_adj="A2", subg1_adj="A2"),
+        "wg030A2x_z1:-2_z2:lg(list[-1])": dict(k1=0, k2=30, sample_adj="A2", subg1_adj="xx"),
+        "wg06A2a_z1:-3_z2:-1+0.01*ncl_kmeans(moba2": dict(ot_z1=-3, ot_z2=-1, proto_weight=8e-10, warmup_all=False),
+        "wg06A2a_z1:-3_z2:-1+0.01*ncl_kmeans_warmupall(a,moba3)": dict(proto_weight=8e-10, warmup_all=True),
+        "wg06A2x_z1:-2_z2:lg(list[-1])_负样本2(其他子图的z2)": dict(ot_negatives="z2", subg1_adj="xx"),
+        "sample_adj, subg1_adj: A_2, xx; 0k1_15k2{tmux：15xx}": dict(sample_adj="A2", subg1_adj="xx", k1=0, k2=15),
+        "sample_adj, subg1_adj: A_2, A_2; 0k1_9k2; 1515b；1e-8ot": dict(n_user_centres=15, n_item_centres=15,
+                                                                      ot_weight=1e-8, k2=9),
+        "sample_adj, subg1_adj:kmean, xx;55c_10k2": dict(sample_adj="cluster", subg1_adj="xx", k1=0, k2=10),
+        "default_only_gwd_0k1_2k2_csxx": dict(ot_distance="gwd", k1=0, subg1_adj="xx"),
+        "wg06A2a_z1:-3_z2:gat3(a6,moba7)": dict(ot_z2="gat", ot_gat_input=3, ot_z1=-3),
+        "1e-6ot_55b_3k1_2k2_6040_nc_f": dict(ot_z2="gat", ot_weight=1e-6),
+    }
+    for name, want in cases.items():
+        got = {k: by_name[name].config[k] for k in want}
+        assert got == want, name
+    # rows the model cannot express are named in the description, never run
+    description = load_spec(SPEC).description
+    for left_out in ("_wobpr", "noguiyi", "wg06A2a_z1:gat1_z2:gat3", "z2:gat4", "wg500c07A2x"):
+        assert left_out in description and not any(left_out in n for n in by_name), left_out
+
+
+def test_dry_run_prints_the_notebooks_names_whole():
+    out = invoke("run", SPEC, "--dry-run", "-o", "dataset=ml-100k", env={"COLUMNS": "400"})
+    assert "64 runs" in out
+    for name in ("default(wg32a)[dontchange]", "z2_gat[dontchange]", "wg06A2a_z1:-2_z2:lg(list[-1])",
+                 "wg06A2a_z1:-3_z2:-1+0.01*ncl_kmeans_warmupall(a,moba3)",
+                 "sample_adj, subg1_adj: A_2, A_2; 0k1_9k2; 1515b{detail1}"):
+        assert f" {name} " in out, name  # brackets are text, not rich markup
+
+
+# ---------------------------------------------------------------------------- references
+
+
+def stored_notebook(db: Path) -> None:
+    """Six stored rows of the notebook spec (real SQLite, as `ablate run` leaves them)."""
+    values = {
+        "LightGCN": [0.1861, 0.2538, 0.2790, 0.2615, 0.4460, 0.3085],
+        "SGL": [0.1889, 0.2505, 0.2850, 0.2640, 0.4480, 0.3100],
+        "NCL": [0.2021, 0.2702, 0.3001, 0.2811, 0.4650, 0.3270],
+        "default(wg32a)[dontchange]": [0.1889, 0.2522, 0.2834, 0.2639, 0.4493, 0.3108],
+        "wg06A2a_z1:-3_z2:-1+0.01*ncl_kmeans(moba2": [0.1901, 0.2531, 0.2845, 0.2643, 0.4490, 0.3109],
+        "wg32x": [0.1889, 0.2522, 0.2834, 0.2639, 0.4493, 0.3108],
+    }
+    fill(db, [dict(row=name, role="baseline" if name in ("LightGCN", "SGL", "NCL") else "variant",
+                   metrics=dict(zip(METRICS, v))) for name, v in values.items()], name="notebook")
+
+
+def test_reference_rows_on_top_in_the_notebooks_layout(tmp_path):
+    db = tmp_path / "r.db"
+    stored_notebook(db)
+    out = invoke("table", "notebook", "--db", db, "--reference", PAPER, "--md", "--short")
+    lines = out.splitlines()
+    assert lines[0] == "| model | r10 | n10 | r20 | n20 | r50 | n50 | note |"
+    body = md_body(out)
+    # the paper's rows first, italic with †, exactly its numbers, never bold or underlined
+    for row, (name, numbers) in zip(body[:3], NCL_PAPER.items()):
+        assert row[0] == f"*{name} †*" and row[1:7] == [f"{v:.4f}" for v in numbers] and row[7] == ""
+    # then the runs in the spec's order; the marks ignore the paper's NCL (.2057 would be best)
+    labels = [r[0] for r in body[3:]]
+    assert labels == ["LightGCN", "SGL", "NCL", "default(wg32a)[dontchange]",
+                      "wg06A2a_z1:-3_z2:-1+0.01\\*ncl_kmeans(moba2", "wg32x", "Δ best vs LightGCN"]
+    rows = {r[0]: r[1:] for r in body[3:]}
+    assert rows["NCL"][0] == "**0.2021**" and rows["wg06A2a_z1:-3_z2:-1+0.01\\*ncl_kmeans(moba2"][0] == "<u>0.1901</u>"
+    assert rows["wg32x"][6] == "≡ default(wg32a)[dontchange]"
+    # Δ against the run of LightGCN, not the paper's: 0.1901 / 0.1861 - 1 = +2.1 %
+    assert rows["Δ best vs LightGCN"][0] == "+2.1%"
+    assert lines[-1] == ("† Lin et al., Improving Graph Collaborative Filtering with Neighborhood-enriched Contrastive "
+                         "Learning (NCL), WWW 2022, Table 2, MovieLens-1M (ml-1m, test split): published numbers, not "
+                         "run here; never ranked or tested")
+    # the same file in LaTeX: the rows italic with a dagger, the source under the rule
+    tex = invoke("table", "notebook", "--db", db, "--reference", PAPER, "--latex", "--short")
+    assert r"\textit{NCL $^{\dagger}$} & 0.2057 & 0.2732" in tex
+    assert r"\multicolumn{8}{l}{\footnotesize $^{\dagger}$ Lin et al." in tex
+
+
+@pytest.mark.parametrize("text, message", [
+    ("source: x\nrows: {A: {recall@10: 0.1}}\ntable: 2\n", "unknown key 'table' (allowed: source, split, dataset, rows)"),
+    ("rows: {A: {recall@10: 0.1}}\n", "source: give the paper and table"),
+    ("source: x\nrows: {}\n", "rows: must map each row name to its metrics"),
+    ("source: x\nrows: {A: {recall@10: 18.76}}\n", "rows.A.recall@10: 18.76 is not between 0 and 1 (a percentage?)"),
+    ("source: x\nrows: {A: {recall@10: high}}\n", "rows.A.recall@10: must be a number, got 'high'"),
+    ("source: x\nrows: {A: {recall at 10: 0.1}}\n", "rows.A.recall at 10: not a metric name"),
+    ("source: x\nsplit: valid\nrows: {A: {recall@10: 0.1}}\n", "its numbers are on the valid split; the table shows test"),
+    ("source: x\nsplit: train\nrows: {A: {recall@10: 0.1}}\n", "split: must be test or valid, got 'train'"),
+    ("source: x\nrows: {A: [0.1]}\n", "rows.A: must map metrics to numbers"),
+    ("source: x\nrows: {A: {recall@10: 0.1}\n", "YAML syntax error"),
+])
+def test_a_bad_reference_file_is_one_line_exit_2(tmp_path, text, message):
+    db = tmp_path / "r.db"
+    stored_notebook(db)
+    ref = tmp_path / "paper.yaml"
+    ref.write_text(text)
+    res = runner.invoke(app, ["table", "notebook", "--db", str(db), "--reference", str(ref), "--md"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith("ablate: error: ") and message in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------- smoke run
+
+
+@pytest.mark.slow
+def test_part_of_the_notebook_spec_runs_on_ml100k_and_renders_with_the_paper(tmp_path):
+    """Two notebook variants and LightGCN trained for real (ml-100k, 1 epoch, 8-dim
+    embeddings), then the table with the paper's rows: their numbers on top, the runs'
+    numbers as stored."""
+    keep = ["default(wg32a)[dontchange]", "sample_adj, subg1_adj: A_2, xx; 0k1_15k2{tmux：15xx}"]
+    data = load_yaml(SPEC.read_text(encoding="utf-8"), SPEC)
+    data["baselines"] = {"LightGCN": data["baselines"]["LightGCN"]}
+    data["variants"] = {k: data["variants"][k] for k in keep}
+    assert data["variants"][keep[1]]["extends"] == keep[0]
+    spec = tmp_path / "notebook.yaml"
+    spec.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    db = tmp_path / "r.db"
+    over = ["-o", "dataset=ml-100k", "-o", "epochs=1", "-o", "embedding_size=8"]
+    invoke("run", spec, "--db", db, "--cpu", *over)
+    out = invoke("table", spec, "--db", db, *over, "--reference", PAPER, "--md")
+    body = md_body(out)
+    assert [r[0] for r in body] == ["*LightGCN †*", "*SGL †*", "*NCL †*", "LightGCN", *keep, "Δ best vs LightGCN"]
+    assert body[2][1:7] == [f"{v:.4f}" for v in NCL_PAPER["NCL"]]
+    con = sqlite3.connect(db)
+    stored = dict(((row, name), v) for row, name, v in con.execute(
+        "SELECT m.row, x.name, x.value FROM experiment_runs m JOIN metrics x ON x.run_id = m.run_id "
+        "WHERE x.split = 'test'"))
+    con.close()
+    for cells in body[3:6]:
+        name = cells[0]
+        shown = [c.replace("**", "").replace("<u>", "").replace("</u>", "") for c in cells[1:7]]
+        assert shown == [f"{stored[(name, m)]:.4f}" for m in METRICS], name
+        assert 0 < stored[(name, "recall@50")] < 1
+    assert "† Lin et al." in out
