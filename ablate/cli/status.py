@@ -147,8 +147,17 @@ def running_view(running: list[dict], columns: list, console, width: int | None)
         if fits(console, t, width):
             note = [Text(f"({', '.join(left_out)} left out to fit {width} columns)", style="dim")] if left_out else []
             return [t], note
+    from rich.cells import cell_len
+
     lines = [Text("running:", style="bold")]
     for r in running:
         lines.append(Text(f"#{r['id']} {r['name']}"))
-        lines.append(Text("    " + "   ".join(f"{h}: {fn(r)}" for h, fn in columns if h not in ("id", "name") and fn(r))))
+        line = ""
+        for field in (f"{h}: {fn(r)}" for h, fn in columns if h not in ("id", "name") and fn(r)):
+            if line and cell_len(f"{line}   {field}") > width:  # break between fields, never inside one
+                lines.append(Text(line))
+                line = ""
+            line = f"{line}   {field}" if line else f"    {field}"
+        if line:
+            lines.append(Text(line))
     return [], lines
