@@ -3,8 +3,8 @@
 The scheduler is the single writer of the store during a sweep: it claims pending runs
 (atomically, so a second ``ablate run`` of the same spec takes different ones), hands
 them to an executor, and writes every event the executor returns. It owns the run
-timeouts, the out-of-memory back-off, the heartbeat that marks its runs as alive, and
-the clean stop on Ctrl-C.
+timeouts and the stall watchdog, the out-of-memory back-off, the heartbeat that marks
+its runs as alive, and the clean stop on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # ablate.store imports SQLAlchemy (~0.2 s): `ablate run` need
     from ablate.store import Run, Store
 
 HEARTBEAT_EVERY = 5.0
+# Default of ``ablate run --stall-timeout``: a started run that reports nothing (no batch,
+# epoch or phase) for this long is stopped as ``stalled``. Workers report progress about
+# every second while batches run (``worker.Pulse``), so only a hang comes near it; a
+# slow data load before the first batch is the longest silence a healthy run has.
+STALL_TIMEOUT = 30 * 60.0
 
 
 # ---------------------------------------------------------------------------- devices
@@ -227,9 +232,11 @@ class Sweep:
     """One coordinator's pass over a set of runs."""
 
     def __init__(self, store: Store, run_ids: list[int], executor: Executor, owner: str, workdir: Path,
-                 timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False):
+                 timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False,
+                 stall_timeout: float | None = None):
         self.store, self.run_ids, self.executor, self.owner = store, run_ids, executor, owner
         self.workdir, self.timeout, self.view, self.git = workdir, timeout, view, git
+        self.stall_timeout = stall_timeout
         self.keep_checkpoints = keep_checkpoints
         self.in_flight: dict[int, dict] = {}  # run id -> {"task", "started", "gpu"}
         self.summary = Summary()
@@ -249,6 +256,9 @@ class Sweep:
         rid, kind = ev.get("run_id"), ev.get("type")
         if rid not in self.in_flight:
             return
+        self.in_flight[rid]["progress_at"] = time.monotonic()  # the stall clock starts when the run does
+        if kind in ("started", "progress", "epoch"):
+            self.in_flight[rid]["where"] = _where(ev)
         if kind == "started":
             self.in_flight[rid]["device"] = ev.get("device")
             self.store.mark_started(rid, owner=self.owner, device=ev.get("device"), host=ev.get("host"), pid=ev.get("pid"),
@@ -283,12 +293,14 @@ class Sweep:
         self.summary.finished[status.value] = self.summary.finished.get(status.value, 0) + 1
 
     def _check_timeouts(self) -> None:
-        if not self.timeout:
-            return
         now = time.monotonic()
         for rid, info in list(self.in_flight.items()):
-            if now - info["started"] > self.timeout:
+            if self.timeout and now - info["started"] > self.timeout:
                 self.executor.cancel(rid, "timeout", f"timed out after {self.timeout:g} s")
+            elif self.stall_timeout and now - info.get("progress_at", now) > self.stall_timeout:
+                # a run that has not said "started" may still wait for its worker's imports: not counted
+                self.executor.cancel(rid, "stalled", f"no progress for {self.stall_timeout:g} s "
+                                                     f"(last: {info.get('where')}); its worker was killed")
 
     def run(self) -> Summary:
         from sqlalchemy.exc import DBAPIError
@@ -327,6 +339,20 @@ class Sweep:
         counts = self.store.counts(self.run_ids)
         self.summary.elsewhere = counts.get(Status.RUNNING.value, 0)
         return self.summary
+
+
+def _where(ev: dict) -> str:
+    """Where a run was at this progress or epoch event, for a stalled run's error."""
+    epoch = ev.get("epoch")
+    if ev.get("type") == "started":
+        return "data preparation"
+    if ev.get("type") == "epoch":
+        return f"epoch {epoch + 1} trained"
+    phase = ev.get("phase")
+    if phase not in ("train", "valid", "test"):
+        return f"{phase} set-up"
+    batches = f"/{ev['batches']}" if ev.get("batches") is not None else ""
+    return f"{phase} batch {ev.get('batch')}{batches}" + ("" if epoch is None else f" of epoch {epoch + 1}")
 
 
 def _raise_interrupt(signum, frame):

@@ -576,7 +576,7 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict,
             raise NanLoss(epoch_idx)
         validates = bool(valid_data) and eval_step > 0 and (epoch_idx + 1) % eval_step == 0  # RecBole's fit rule
         emit({**base, "type": "epoch", "epoch": epoch_idx, "epochs": epochs, "validates": validates, "losses": losses,
-              "train_seconds": time.time() - t, "peak_mem_mb": _peak_mb(getattr(model, "device", None)),
+              "train_seconds": time.time() - t, "at": time.time(), "peak_mem_mb": _peak_mb(getattr(model, "device", None)),
               "threads": torch_threads()})
         return total
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,6 +49,8 @@ def run_cmd(
     fetch: Annotated[bool, typer.Option("--fetch", help="First download the datasets the spec names that are not there (ablate data fetch).")] = False,
     force: Annotated[bool, typer.Option(help="Run every run again, even those already done.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped (status timeout).")] = None,
+    stall_timeout: Annotated[str, typer.Option("--stall-timeout", help="Stop a run that reports no progress (no batch, epoch or phase) for this long, e.g. 90s, 30m, 2h, or off (status stalled; its worker is replaced). Local runs.")] = "30m",
+    log_every: Annotated[str, typer.Option("--log-every", help="When stdout is not a terminal: a progress line per run every N epochs and/or every so long, whichever comes first, e.g. 5ep, 60s, 10ep,2m, or off.")] = "10ep,60s",
     workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
     warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs (--no-warm: a fresh process per run).")] = True,
@@ -81,6 +85,8 @@ def run_cmd(
         console = Console()
         if timeout is not None and timeout <= 0:
             raise UsageError("--timeout must be positive")
+        stall = parse_duration(stall_timeout, "--stall-timeout", allow_off=True)
+        log_epochs, log_seconds = parse_log_every(log_every)
         for a, b in plan.duplicates(runs):
             console.print(f"[yellow]warning:[/yellow] rows {escape(repr(a))} and {escape(repr(b))} resolve to the same config; they share one run")
 
@@ -118,7 +124,8 @@ def run_cmd(
         return _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, per_gpu=per_gpu,
                       force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
                       gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,
-                      slurm_folder=slurm_folder, no_wait=no_wait)
+                      slurm_folder=slurm_folder, no_wait=no_wait, stall_timeout=stall,
+                      log_every=(log_epochs, log_seconds))
     finally:
         if executor is not None:
             executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
@@ -170,11 +177,12 @@ def _early_executor(gpus, per_gpu, jobs, cpu, warm):
 
 
 def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, *, per_gpu, force, timeout,
-           workdir, keep_checkpoints, partition, gpus_per_job, time_limit, array_parallelism, slurm_folder, no_wait) -> int:
+           workdir, keep_checkpoints, partition, gpus_per_job, time_limit, array_parallelism, slurm_folder, no_wait,
+           stall_timeout=None, log_every=(None, None)) -> int:
     """Store the plan, then execute what is pending on the chosen executor."""
     from ablate import plan, scheduler
     from ablate.executors import slurm
-    from ablate.progress import SweepView
+    from ablate.progress import SweepView, duration
     from ablate.store import Store, make_owner
 
     store = Store(db)
@@ -210,16 +218,52 @@ def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind,
         for g in sorted({s.gpu for s in slots}, key=str):
             executor.grow(g)  # past runs of the same model and dataset already say how many fit
     git = scheduler.git_commit(Path(spec_path).resolve().parent)
-    with SweepView(pending, names, console) as view:
+    t0 = time.monotonic()
+    with SweepView(pending, names, console, log_epochs=log_every[0], log_seconds=log_every[1]) as view:
         summary = scheduler.Sweep(store, run_ids, executor, make_owner(), wd, timeout=timeout, view=view,
-                                  git=git, keep_checkpoints=keep_checkpoints).run()
+                                  git=git, keep_checkpoints=keep_checkpoints, stall_timeout=stall_timeout).run()
     parts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing"
     console.print(f"finished: {parts}" + (f"; {summary.elsewhere} still running elsewhere" if summary.elsewhere else "")
-                  + (f"; {summary.retried} retried after out-of-memory" if summary.retried else ""))
+                  + (f"; {summary.retried} retried after out-of-memory" if summary.retried else "")
+                  + f" ({duration(time.monotonic() - t0)})", soft_wrap=True)
     if summary.interrupted:
         console.print("interrupted: unfinished runs are marked interrupted and run again next time")
         return 130
     return 0 if set(summary.finished) <= {"done"} else 1
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, option: str, allow_off: bool = False) -> float | None:
+    """Seconds from ``90``, ``90s``, ``30m``, ``1.5h`` or ``2d`` (None for ``off`` where allowed)."""
+    value = text.strip().lower()
+    if allow_off and value in ("off", "none", "0"):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smhd]?)", value)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"{option} expects a duration such as 90s, 30m or 2h{', or off' if allow_off else ''}, got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def parse_log_every(text: str) -> tuple[int | None, float | None]:
+    """``--log-every``: (epochs, seconds) from ``5ep``, ``60s``, ``10ep,2m`` or ``off``;
+    a trigger not given is off."""
+    if text.strip().lower() == "off":
+        return None, None
+    epochs = seconds = None
+    for part in (p.strip().lower() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)\s*(?:ep|epochs?)", part)
+        if m and int(m.group(1)) > 0 and epochs is None:
+            epochs = int(m.group(1))
+            continue
+        try:
+            if seconds is not None:
+                raise UsageError("")
+            seconds = parse_duration(part, "--log-every")
+        except UsageError:
+            raise UsageError(f"--log-every expects epochs and/or a duration, e.g. 5ep, 60s or 10ep,2m, or off; got {text!r}") from None
+    return epochs, seconds
 
 
 def check_writable(folder: Path) -> None:
