@@ -35,7 +35,7 @@ def _must_exist(db: str) -> None:
 def render_table(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, fmt: str = "rich",
                  metrics: list[str] | None = None, split: str = "test", baseline: str | None = None,
                  precision: int = 4, sort: str | None = None, delta: bool = False, reference: Path | None = None,
-                 negligible: float = 0.01, short: bool = False):
+                 negligible: float = 0.01, short: bool = False, footnotes: bool = False):
     """Everything ``ablate table`` does short of printing; returns (Table, text).
 
     All reads happen in one read-only snapshot of the store (on SQLite: without
@@ -53,7 +53,7 @@ def render_table(db: str, targets: list[str] | None = None, *, overrides: dict |
     ref = table_mod.load_reference(reference, split) if reference is not None else None
     table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
                             reference=ref, losses=losses, negligible=negligible, older=older)
-    table.short_headers = short
+    table.short_headers, table.footnotes = short, footnotes
     return table, (table_mod.render(table, fmt) if fmt != "rich" else None)
 
 
@@ -77,6 +77,7 @@ def table_cmd(
     delta: Annotated[bool, typer.Option("--delta", help="Relative change vs the baseline in every row.")] = False,
     reference: Annotated[Optional[Path], typer.Option(help="Published numbers shown on top as reference rows (†, never ranked): YAML with source: (paper, table), split: test, rows: {Name: {recall@10: 0.1876, ...}}; or a CSV with a name column.")] = None,
     short: Annotated[bool, typer.Option("--short", help="The notebook's column names: r10 n10 r20 n20 r50 n50.")] = False,
+    footnotes: Annotated[bool, typer.Option("--footnotes", help="--md/--latex: notes as marks on the names with footnotes under the table, instead of a note column (the terminal always does this).")] = False,
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
     md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
@@ -89,7 +90,8 @@ def table_cmd(
     fmt = chosen[0] if chosen else "rich"
     table, text = render_table(db, targets, overrides=parse_overrides(override), fmt=fmt,
                                metrics=_split_metrics(metrics), split=split, baseline=baseline, precision=precision,
-                               sort=sort, delta=delta, reference=reference, negligible=negligible, short=short)
+                               sort=sort, delta=delta, reference=reference, negligible=negligible, short=short,
+                               footnotes=footnotes)
     if text is not None:
         typer.echo(text, nl=False)
         return

@@ -79,6 +79,7 @@ class Table:
     baseline: str | None = None
     reference_source: str | None = None  # where the reference rows' numbers come from
     short_headers: bool = False  # the notebook's column names: r10 n10 r20 ...
+    footnotes: bool = False  # notes as marks on the names with footnotes (md, LaTeX; always on a terminal)
 
     @property
     def headers(self) -> list[str]:
@@ -431,10 +432,11 @@ def md_escape(text: str) -> str:
 def to_markdown(table: Table) -> str:
     """GitHub markdown in the notebook's style: ``**0.1901**`` best, ``<u>0.1889</u>`` second.
     Reference rows are italic and marked †, with their source as a footnote under the table."""
-    notes = table.has_notes  # once: it looks at every row
+    marks, footnotes = note_marks(table) if table.footnotes else ({}, [])
+    notes = table.has_notes and not table.footnotes  # once: it looks at every row
     head = ["model", *table.headers] + (["note"] if notes else [])
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
         cells = []
         for m in table.metrics:
             c = row.cells[m]
@@ -454,11 +456,14 @@ def to_markdown(table: Table) -> str:
             cells.append(text)
         label = md_escape(row.label)
         label = f"*{label}*" if row.kind == "reference" else label
+        if i in marks:
+            label += " " + marks[i]
         if notes:
             cells.append(md_escape("; ".join(row.flags)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if table.reference_note:
-        lines += ["", md_escape(table.reference_note)]
+    after = [md_escape(f) for f in footnotes] + ([md_escape(table.reference_note)] if table.reference_note else [])
+    if after:  # one paragraph, a line each (a trailing backslash is a Markdown line break)
+        lines += ["", *(f"{line}\\" for line in after[:-1]), after[-1]]
     return "\n".join(lines) + "\n"
 
 
@@ -473,13 +478,14 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     """A booktabs tabular: ``\\textbf`` best, ``\\underline`` second, ``$^{*}$`` significance."""
-    notes = table.has_notes  # once: it looks at every row
+    marks, footnotes = note_marks(table) if table.footnotes else ({}, [])
+    notes = table.has_notes and not table.footnotes  # once: it looks at every row
     ncols = 1 + len(table.metrics) + (1 if notes else 0)
     spec = "l" + "c" * len(table.metrics) + ("l" if notes else "")
     head = ["model", *table.headers] + (["note"] if notes else [])
     out = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
     prev = None
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
         if prev is not None and (prev == "reference") != (row.kind == "reference") or (row.kind == "summary" and prev != "summary"):
             out.append(r"\midrule")
         prev = row.kind
@@ -499,15 +505,17 @@ def to_latex(table: Table) -> str:
             if c.delta is not None:
                 text += f" ({latex_escape(_pct(c.delta))})"
             cells.append(text)
-        label = latex_escape(row.label)
+        label = latex_escape(row.label) + (f"$^{{{marks[i].translate(_PLAIN_DIGITS)}}}$" if i in marks else "")
         if row.kind == "reference":
             label = rf"\textit{{{label}}}"
         parts = [label, *cells] + ([latex_escape("; ".join(row.flags))] if notes else [])
         assert len(parts) == ncols
         out.append(" & ".join(parts) + r" \\")
     out.append(r"\bottomrule")
-    if table.reference_note:  # the source under the rule, across the table
-        out.append(rf"\multicolumn{{{ncols}}}{{l}}{{\footnotesize {latex_escape(table.reference_note)}}} \\")
+    for line in footnotes + ([table.reference_note] if table.reference_note else []):  # under the rule, across
+        mark, _, text = line.partition(" ")
+        mark = f"$^{{{mark.translate(_PLAIN_DIGITS)}}}$" if mark[0] in _SUPERSCRIPT_DIGITS else latex_escape(mark)
+        out.append(rf"\multicolumn{{{ncols}}}{{l}}{{\footnotesize {mark} {latex_escape(text)}}} \\")
     out.append(r"\end{tabular}")
     return "\n".join(out) + "\n"
 
@@ -540,7 +548,9 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
+_SUPERSCRIPT = str.maketrans("0123456789", _SUPERSCRIPT_DIGITS)
+_PLAIN_DIGITS = str.maketrans(_SUPERSCRIPT_DIGITS, "0123456789")
 # The notebook's column names: r10 n10 r20 n20 r50 n50.
 SHORT_NAMES = {"recall": "r", "ndcg": "n", "precision": "p", "hit": "h"}
 

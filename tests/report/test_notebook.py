@@ -125,10 +125,20 @@ def test_reference_rows_on_top_in_the_notebooks_layout(tmp_path):
     assert lines[-1] == ("† Lin et al., Improving Graph Collaborative Filtering with Neighborhood-enriched Contrastive "
                          "Learning (NCL), WWW 2022, Table 2, MovieLens-1M (ml-1m, test split): published numbers, not "
                          "run here; never ranked or tested")
+    # exactly the notebook's columns: notes as marks on the names, footnotes under the table
+    out = invoke("table", "notebook", "--db", db, "--reference", PAPER, "--md", "--short", "--footnotes")
+    lines = out.splitlines()
+    assert lines[0] == "| model | r10 | n10 | r20 | n20 | r50 | n50 |"
+    assert [r[0] for r in md_body(out)][:7] == [f"*{n} †*" for n in NCL_PAPER] + ["LightGCN", "SGL", "NCL", "default(wg32a)[dontchange]"]
+    assert md_body(out)[8] == ["wg32x ¹", "0.1889", "0.2522", "0.2834", "0.2639", "<u>0.4493</u>", "0.3108"]
+    assert lines[-3:-1] == ["", "¹ ≡ default(wg32a)[dontchange]\\"] and lines[-1].startswith("† Lin et al.")
     # the same file in LaTeX: the rows italic with a dagger, the source under the rule
     tex = invoke("table", "notebook", "--db", db, "--reference", PAPER, "--latex", "--short")
     assert r"\textit{NCL $^{\dagger}$} & 0.2057 & 0.2732" in tex
     assert r"\multicolumn{8}{l}{\footnotesize $^{\dagger}$ Lin et al." in tex
+    tex = invoke("table", "notebook", "--db", db, "--reference", PAPER, "--latex", "--short", "--footnotes")
+    assert r"wg32x$^{1}$ & 0.1889" in tex and r"\multicolumn{7}{l}{\footnotesize $^{1}$ $\equiv$ default(wg32a)" in tex
+    assert "r10 & n10 & r20 & n20 & r50 & n50" in tex
 
 
 @pytest.mark.parametrize("text, message", [
