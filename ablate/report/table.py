@@ -14,7 +14,12 @@
   numbers of an earlier row (``≡ LightGCN``), and an added loss term that stayed below
   a fraction of the main loss in every epoch (``negligible ot``).
 
-Renderers only format; they never decide a mark.
+* reference rows (published numbers, :func:`load_reference`) on top, marked † with
+  their source as a footnote; they take part in no mark, Δ or test.
+
+Renderers only format; they never decide a mark. On a terminal the table is fitted to
+its width (:func:`rich_layout`): notes become marks with footnotes, then narrower
+layouts are tried, so a name or header is never cut.
 """
 
 from __future__ import annotations
