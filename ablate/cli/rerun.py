@@ -4,7 +4,7 @@ A rerun of one id is a *new* run row (``rerun_of`` = the original) with exactly 
 stored config, kept out of every experiment's membership so tables keep showing the
 original; it answers "does this number reproduce?" by comparing every stored metric.
 ``--seed`` / ``-o`` make a deliberate variation (a new config, hence a new key).
-``--failed`` instead requeues the failed/nan/oom/timeout/interrupted runs of a spec in
+``--failed`` instead requeues the failed/nan/oom/timeout/interrupted/stalled runs of a spec in
 place, so the table fills in.
 """
 
@@ -35,7 +35,7 @@ def execute(store, run_ids: list[int], *, gpus=None, per_gpu="1", jobs=None, cpu
     names = {r.id: r.name for r in store.runs(run_ids, with_children=False)}
     with SweepView(len(run_ids), names) as view:
         return scheduler.Sweep(store, run_ids, executor, make_owner(), workdir_for(store, workdir), timeout=timeout,
-                               view=view, git=scheduler.git_commit(Path.cwd())).run()
+                               view=view, git=scheduler.git_commit(Path.cwd()), stall_timeout=scheduler.STALL_TIMEOUT).run()
 
 
 def compare(original, new) -> tuple[int, float, list[str]]:
@@ -57,7 +57,7 @@ def compare(original, new) -> tuple[int, float, list[str]]:
 @app.command("rerun")
 def rerun_cmd(
     run_id: Annotated[Optional[int], typer.Argument(help="Id of the stored run to run again.", show_default=False)] = None,
-    failed: Annotated[Optional[Path], typer.Option("--failed", help="Retry every failed/nan/oom/timeout/interrupted run of this spec.")] = None,
+    failed: Annotated[Optional[Path], typer.Option("--failed", help="Retry every failed/nan/oom/timeout/interrupted/stalled run of this spec.")] = None,
     db: DbOpt = DB_DEFAULT,
     override: OverrideOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Run with this seed instead (a deliberate variation).")] = None,
@@ -133,7 +133,7 @@ def _rerun_failed(store, spec_path: Path, overrides: dict, run_opts: dict) -> in
     retry = {x.value for x in RETRYABLE}
     todo = [r.id for r in store.runs(ids, with_children=False) if r.status in retry]
     if not todo:
-        typer.echo(f"{name}: no failed, nan, oom, timeout or interrupted runs")
+        typer.echo(f"{name}: no failed, nan, oom, timeout, interrupted or stalled runs")
         return 0
     store.requeue(todo, retry=True)
     typer.echo(f"{name}: retrying {len(todo)} run(s): {', '.join(map(str, todo))}")
