@@ -49,6 +49,7 @@ def test_a_piped_run_prints_a_plain_line_per_run_and_epoch(tmp_path: Path):
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "\x1b" not in out and "\x1b" not in res.stderr
+    assert out.splitlines()[0] == "logged: 2 runs, 0 done, 2 to run on 2 slot(s) [cpu]"
 
     con = sqlite3.connect(db)
     ids = dict(con.execute("SELECT name, id FROM runs"))

@@ -193,10 +193,11 @@ def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind,
     store.requeue(run_ids, force=force, retry=True)
     counts = store.counts(run_ids)
     pending = counts.get("pending", 0)
-    console.print(
+    console.print(  # plain text, one line however narrow the log (a name may hold brackets)
         f"{spec_named.name}: {len(run_ids)} runs, {counts.get('done', 0)} done, {pending} to run"
         + (f", {counts.get('running', 0)} running elsewhere" if counts.get("running") else "")
-        + (f" on {len(slots)} slot(s) \\[{', '.join(sorted({s.device for s in slots}))}]" if executor_kind == "local" else " on Slurm")
+        + (f" on {len(slots)} slot(s) [{', '.join(sorted({s.device for s in slots}))}]" if executor_kind == "local" else " on Slurm"),
+        markup=False, soft_wrap=True,
     )
     if pending == 0:
         return 0
