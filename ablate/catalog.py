@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,6 +106,60 @@ def _general_keys() -> frozenset[str]:
         if isinstance(value, list):
             keys.update(k for k in value if isinstance(k, str))
     return frozenset(keys)
+
+
+@lru_cache(maxsize=1)
+def recbole_defaults() -> dict:
+    """RecBole's own defaults for the settings every run has (``overall.yaml``, then the
+    dataset defaults of ``dataset/sample.yaml``): what a run gets for a key nobody set."""
+    from ablate.spec import load_yaml
+
+    props = recbole_dir() / "properties"
+    out: dict = {}
+    for path in (props / "dataset" / "sample.yaml", props / "overall.yaml"):
+        data = load_yaml(path.read_text(encoding="utf-8"), path) or {}
+        out.update({k: v for k, v in data.items() if v is not None or k not in out})
+    return out
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric RecBole knows: its class name, whether it is reported per cutoff
+    (``recall@10``) and whether it is a value metric (AUC, MAE: never with full ranking)."""
+
+    name: str
+    topk: bool
+    value: bool
+
+
+@lru_cache(maxsize=1)
+def recbole_metrics() -> dict[str, Metric]:
+    """RecBole's metrics by lower-case name, as ``recbole.evaluator.register`` collects them
+    (every class defined in ``evaluator/metrics.py``), read with ``ast`` so that no torch is
+    imported. A metric is per cutoff when it derives from ``TopkMetric`` or reads
+    ``self.topk``; it is a value metric when its ``metric_type`` (own or inherited from
+    ``base_metric.py``) is ``EvaluatorType.VALUE``."""
+    import ast
+
+    def classes(path: Path) -> list[ast.ClassDef]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return [n for n in tree.body if isinstance(n, ast.ClassDef)]
+
+    def own_type(node: ast.ClassDef) -> str | None:
+        for st in node.body:
+            if isinstance(st, ast.Assign) and any(getattr(t, "id", None) == "metric_type" for t in st.targets):
+                return ast.unparse(st.value).rsplit(".", 1)[-1]
+        return None
+
+    folder = recbole_dir() / "evaluator"
+    base_types = {n.name: own_type(n) for n in classes(folder / "base_metric.py")}
+    found: dict[str, Metric] = {}
+    for node in classes(folder / "metrics.py"):
+        bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
+        kind = own_type(node) or next((base_types.get(b) for b in bases if base_types.get(b)), None)
+        topk = "TopkMetric" in bases or any(isinstance(n, ast.Attribute) and n.attr == "topk" for n in ast.walk(node))
+        found[node.name.lower()] = Metric(node.name, topk, kind == "VALUE")
+    return found
 
 
 def known_params(model: str) -> frozenset[str]:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import catalog, data, versions
-from ablate.errors import SpecError
-from ablate.spec import ExperimentSpec, VariantSpec
+from ablate import catalog, data, rules, versions
+from ablate.errors import SpecError, UsageError
+from ablate.spec import ExperimentSpec, VariantSpec, line_in
 
 # Settings that say *where* or *how visibly* a run happens, not *what* it computes.
 LOCAL_KEYS = frozenset({
@@ -199,17 +199,84 @@ def _render_name(template: str | None, variant: str, model: str, point: dict, co
         raise SpecError(where, f"run_name {template!r}: {err}") from None
 
 
-def _check_params(spec: ExperimentSpec, model: str, config: dict, row: str) -> None:
+def _places(spec: ExperimentSpec, row_name: str) -> dict[str, tuple[tuple, list | None]]:
+    """Where in the spec each key of a row's runs is set last: the base, then the params of
+    its ``extends`` chain (root first), then the grid/zip it expands (with that axis's
+    values). Mirrors :func:`_merged`; only error messages use it, to name a line."""
+    rows = spec.rows()
+    names, cur = [], row_name
+    while cur is not None and cur in rows and cur not in names:  # _variant_chain refused cycles
+        names.append(cur)
+        cur = rows[cur][1].extends
+    places: dict[str, tuple[tuple, list | None]] = {k: (("base", k), None) for k in spec.base}
+    grid = zips = None
+    for name in reversed(names):
+        role, v = rows[name]
+        at = (f"{role}s", name)
+        places.update({k: ((*at, "params", k), None) for k in v.params})
+        if "grid" in v.model_fields_set:
+            grid = (at, v.grid)
+        if "zip" in v.model_fields_set:
+            zips = (at, v.zip)
+    if rows[row_name][0] == "variant":
+        grid, zips = grid or ((), spec.grid), zips or ((), spec.zip)
+    if grid:
+        places.update({k: ((*grid[0], "grid", k), values) for k, values in grid[1].items()})
+    if zips:
+        for i, group in enumerate(zips[1]):
+            places.update({k: ((*zips[0], "zip", i, k), values) for k, values in group.items()})
+    return places
+
+
+def _fail_at(spec: ExperimentSpec, places: dict, overrides: dict, row: str, keys: tuple[str, ...],
+             value: Any, message: str, path: tuple = ()) -> SpecError:
+    """A SpecError at the line that set the first of ``keys`` the spec (or ``-o``) sets,
+    naming that place (``base.epochs``) and, when it is not the row's own, the row.
+    ``value``: that key's value in the run (picks the item of a grid axis); ``path``: the
+    place inside it, used when the blamed key is ``keys[0]``."""
+    key = next((k for k in keys if k in overrides or k in places), keys[0])
+    if key in overrides:
+        return SpecError(spec.path, f"-o {key}={overrides[key]!r}: {message} ({row})")
+    if key not in places:
+        return SpecError(spec.path, f"{row}: {key}: {message}")
+    loc, values = places[key]
+    if values is not None and value in values:
+        loc = (*loc, values.index(value))
+    dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    line = line_in(spec, (*loc, *(path if key == keys[0] else ()))) or line_in(spec, loc)
+    suffix = "" if dotted.startswith(row + ".") else f" ({row})"
+    return SpecError(spec.path, f"{dotted}: {message}{suffix}", line)
+
+
+def _check_params(spec: ExperimentSpec, model: str, config: dict, row: str, places: dict, overrides: dict) -> None:
     known = catalog.known_params(model)
     for key in config:
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise SpecError(
-                spec.path,
-                f"{row}: unknown parameter {key!r} for model {model}{extra}; "
-                "set `check_params: false` in the spec to allow it",
+            raise _fail_at(
+                spec, places, overrides, row, (key,), config[key],
+                f"unknown parameter {key!r} for model {model}{extra}; set `check_params: false` in the spec to allow it",
             )
+
+
+def _check_values(spec: ExperimentSpec, model: str, config: dict, row: str, places: dict, overrides: dict) -> None:
+    """Every value of a run's config against its rules (:mod:`ablate.rules`), so that a bad
+    one stops the sweep here, at its line, instead of failing each run after its data loads."""
+    found = rules.problem(model, config)
+    if found is not None:
+        key = next((k for k in found.keys if k in overrides or k in places), found.keys[0])
+        raise _fail_at(spec, places, overrides, row, found.keys, config.get(key), found.message, found.path)
+
+
+def check_variation(model: str, config: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """A stored run's config varied by ``-o`` (``ablate rerun ID -o ...``), held to the same
+    rules as a spec's runs before it is stored. Raises UsageError naming the ``-o`` key."""
+    found = rules.problem(model, config)
+    if found is not None:
+        key = next((k for k in found.keys if k in overrides), found.keys[0])
+        where = f"-o {key}={overrides[key]!r}" if key in overrides else key
+        raise UsageError(f"{where}: {found.message}")
 
 
 def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_files: bool = True) -> list[RunSpec]:
@@ -237,6 +304,7 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
             hint = difflib.get_close_matches(model, catalog.model_names(), n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise SpecError(where, f"{ctx}model: unknown model {model!r}{extra}")
+        places = _places(spec, row_name)
         for point in _expand_points(grid, zips, where, ctx):
             for seed in spec.seeds:
                 config = dict(catalog.model_defaults(model))
@@ -251,10 +319,11 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
                 config.update(model=model, seed=seed)
                 _resolve_dataset(config, where, check_files)
                 if spec.check_params:
-                    _check_params(spec, model, config, ctx[:-1])
+                    _check_params(spec, model, config, ctx[:-1], places, over)
                 for k, v in config.items():
                     if isinstance(v, float) and not math.isfinite(v):
                         raise SpecError(where, f"{ctx[:-1]}: parameter {k!r} is {v}")
+                _check_values(spec, model, config, ctx[:-1], places, over)
                 name = _render_name(template, row_name, model, point, config, where)
                 run = RunSpec(
                     key=run_key(config), name=name, variant=row_name, role=role, model=model,

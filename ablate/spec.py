@@ -27,6 +27,7 @@ float, as RecBole does; PyYAML alone would read it as the string "1e-7".
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,22 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
             break
         line = node.start_mark.line + 1
     return line
+
+
+@lru_cache(maxsize=16)
+def _composed(text: str) -> yaml.Node | None:
+    return yaml.compose(text, Loader=_Loader)
+
+
+def line_in(spec: "ExperimentSpec", loc: tuple) -> int | None:
+    """The line of a dotted place (``("base", "epochs")``) in the spec's own text, so that a
+    mistake found after parsing (a value, a name) is still reported at its line."""
+    if not spec.source or not loc:
+        return None
+    try:
+        return _line_of(_composed(spec.source), loc)
+    except yaml.YAMLError:
+        return None
 
 
 # ---------------------------------------------------------------------------- models

@@ -248,17 +248,21 @@ def parse(annotation: str, fold_case: bool = False) -> Rule:
 def from_default(value: Any) -> Rule | None:
     """The rule a default value implies, the way RecBole's files mean it: an int default
     wants an int, a float default any number, a bool a bool, a str a str, a list a list
-    (of what its items are, when they agree), a dict a dict. ``~`` tells nothing: None."""
+    (of what its items are, when they agree), a dict a dict. A list or dict may also be
+    ``~`` (RecBole reads ``load_col: ~`` as "every column"). A ``~`` default tells nothing:
+    None."""
     if value is None:
         return None
-    for kind in ("bool", "int", "float", "str", "dict"):
+    for kind in ("bool", "int", "float", "str"):
         if _is(kind, value):
             return Rule((kind,))
+    if isinstance(value, dict):
+        return Rule(("dict", "none"))
     if isinstance(value, (list, tuple)):
         kinds = {k for k in ("bool", "int", "str") if value and all(_is(k, v) for v in value)}
         if "bool" in kinds:
             kinds = {"bool"}
-        return Rule((f"list[{kinds.pop()}]",) if len(kinds) == 1 else ("list",))
+        return Rule((f"list[{kinds.pop()}]" if len(kinds) == 1 else "list", "none"))
     return None
 
 

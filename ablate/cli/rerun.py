@@ -88,6 +88,7 @@ def rerun_cmd(
         config = {**original.config, **overrides}
         if seed is not None:
             config["seed"] = seed
+        plan.check_variation(original.model, config, overrides)
         key = plan.run_key(config)
     new_id = store.add_rerun(original.id, config=config, key=key, seed=seed)
     typer.echo(f"run {new_id}: rerun of {original.id} ({original.name}, seed {seed if seed is not None else original.seed})"
