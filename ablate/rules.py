@@ -106,25 +106,21 @@ class ModelRules:
 def rules_for(model: str) -> ModelRules:
     """Every rule a run of ``model`` is held to, by key (see the module docstring)."""
     out: dict[str, Rule] = {}
-    for key, value in catalog.recbole_defaults().items():
-        rule = model_rules.from_default(value)
-        if rule is not None:
-            out[key] = rule
-    out.update({k: parse(t, fold_case=k in _FOLD_CASE) for k, t in SETTINGS.items()})
-    checks: tuple = ()
-    if catalog.is_custom(model):
-        path = catalog.defaults_file(model)
-        declared = model_rules.read(path) if path else model_rules.Rules({})
-        for key, value in catalog.model_defaults(model).items():
-            rule = declared.rules.get(key) or model_rules.from_default(value)
-            if rule is not None:
-                out[key] = rule
-        checks = declared.checks
-    else:
-        for key, value in catalog.model_defaults(model).items():
+    # 4. the type of a default: RecBole's, then the model's own (which may differ)
+    for defaults in (catalog.recbole_defaults(), catalog.model_defaults(model)):
+        for key, value in defaults.items():
             rule = model_rules.from_default(value)
             if rule is not None:
                 out[key] = rule
+    # 3. RecBole's settings; a model's default for one of them leaves its range in force
+    out.update({k: parse(t, fold_case=k in _FOLD_CASE) for k, t in SETTINGS.items()})
+    checks: tuple = ()
+    if catalog.is_custom(model):  # 1. our models' annotations
+        path = catalog.defaults_file(model)
+        declared = model_rules.read(path) if path else model_rules.Rules({})
+        out.update(declared.rules)
+        checks = declared.checks
+    else:  # 2. RecBole's models
         table = {**RECBOLE_MODELS["*"], **RECBOLE_MODELS.get(model, {})}
         out.update({k: parse(t) for k, t in table.items()})
     return ModelRules(out, checks)

@@ -152,9 +152,17 @@ class Rule:
         return text
 
     def problem(self, value: Any, config: Mapping[str, Any] | None = None) -> str | None:
-        """None when ``value`` is allowed, else a short phrase: ``must be >= 1, got -1``."""
-        config = config or {}
-        value = as_recbole_reads(value)
+        """None when ``value`` is allowed, else a short phrase: ``must be >= 1, got -1``.
+        A string is judged as RecBole reads it, and is also fine as the string itself
+        (RecBole's own files hold ``fredom_type: None``, a str that a config dict would
+        turn into None)."""
+        read = as_recbole_reads(value)
+        found = self._problem(read, config or {})
+        if found and read is not value and self._problem(value, config or {}) is None:
+            return None
+        return found
+
+    def _problem(self, value: Any, config: Mapping[str, Any]) -> str | None:
         if not any(_is(kind, value) for kind in self.types):
             return f"expected {self.expected()}, got {_type_name(value)} {value!r}"
         if isinstance(value, float) and not math.isfinite(value):
