@@ -282,6 +282,21 @@ class Rules:
     checks: tuple[Check, ...] = ()
     lines: dict[str, int] = field(default_factory=dict)
 
+    def problem(self, config: Mapping[str, Any]) -> str | None:
+        """``"key: what is wrong"`` for the first key of ``config`` its rule refuses (or the
+        first relation that fails), else None: what a model can call in ``__init__`` to
+        refuse what a planner would have refused, from the same file."""
+        for key, rule in self.rules.items():
+            if key in config:
+                found = rule.problem(config[key], config)
+                if found:
+                    return f"{key}: {found}"
+        for check in self.checks:
+            found = check.problem(config)
+            if found:
+                return found
+        return None
+
 
 def _bracket(comment: str) -> str | None:
     """The balanced ``(...)`` that opens a comment, or None."""

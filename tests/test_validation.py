@@ -193,6 +193,14 @@ def test_lightgcn_ot_choices_agree_with_its_yaml():
         assert set(declared[key].choices) == set(allowed), key
 
 
+def test_a_model_can_ask_its_own_rules_what_a_planner_would_refuse():
+    declared = model_rules.read(catalog.defaults_file("LightGCNOT"))
+    config = dict(catalog.model_defaults("LightGCNOT"))
+    assert declared.problem(config) is None
+    assert declared.problem({**config, "sample_adj": "B"}) == "sample_adj: expected one of A | A2 | cluster, got 'B'"
+    assert declared.problem({**config, "k1": 0, "k2": 0}) == "k1 + k2 >= 1 does not hold (k1=0, k2=0)"
+
+
 def test_a_malformed_annotation_names_its_file_and_line(tmp_path):
     path = tmp_path / "M.yaml"
     path.write_text("a: 1   # (int >= 1)\nb: 2   # (int => 1) typo\n", encoding="utf-8")
