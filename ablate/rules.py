@@ -23,6 +23,7 @@ language of :mod:`models.rules`, so there is one way to state a rule.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
@@ -96,14 +97,8 @@ class Problem:
     path: tuple = ()
 
 
-@dataclass(frozen=True)
-class ModelRules:
-    rules: dict[str, Rule]
-    checks: tuple[model_rules.Check, ...]
-
-
 @lru_cache(maxsize=None)
-def rules_for(model: str) -> ModelRules:
+def rules_for(model: str) -> model_rules.Rules:
     """Every rule a run of ``model`` is held to, by key (see the module docstring)."""
     out: dict[str, Rule] = {}
     # 4. the type of a default: RecBole's, then the model's own (which may differ)
@@ -123,7 +118,7 @@ def rules_for(model: str) -> ModelRules:
     else:  # 2. RecBole's models
         table = {**RECBOLE_MODELS["*"], **RECBOLE_MODELS.get(model, {})}
         out.update({k: parse(t) for k, t in table.items()})
-    return ModelRules(out, checks)
+    return model_rules.Rules(out, checks)
 
 
 def problem(model: str, config: Mapping[str, Any]) -> Problem | None:
@@ -160,10 +155,8 @@ def _as_list(value: Any) -> list:
 def _check_metrics(config: Mapping, eff: Mapping) -> Problem | None:
     known = catalog.recbole_metrics()
     kinds = set()
-    for i, name in enumerate(_as_list(eff["metrics"])):
+    for name in _as_list(eff["metrics"]):
         if not isinstance(name, str) or name.lower() not in known:
-            import difflib
-
             names = [m.name for m in known.values()]
             hint = difflib.get_close_matches(str(name), names, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""

@@ -5,7 +5,6 @@ from ablate.rules for RecBole's settings and models."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
