@@ -279,6 +279,14 @@ def check_variation(model: str, config: dict[str, Any], overrides: dict[str, Any
         raise UsageError(f"{where}: {found.message}")
 
 
+def check_stored(model: str, config: dict[str, Any], label: str) -> None:
+    """A stored run about to be retried (``ablate rerun --failed``), held to today's rules:
+    one stored before they existed (``valid_metric`` not computed) would only fail again."""
+    found = rules.problem(model, config)
+    if found is not None:
+        raise UsageError(f"{label}: {found.keys[0]}: {found.message}; it would fail again: fix the spec and `ablate run` it")
+
+
 def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_files: bool = True) -> list[RunSpec]:
     """All runs of a spec, in declaration order. Raises SpecError before anything runs."""
     where = spec.path

@@ -156,6 +156,30 @@ def test_rerun_variation_is_checked_before_it_is_stored(tmp_path):
     assert _stored_runs(db) == 1
 
 
+def test_rerun_failed_refuses_a_stored_run_that_would_fail_again(tmp_path):
+    """A run stored before values were checked (here: valid_metric not computed) is not
+    retried: it names the run and the key, and leaves it as it was."""
+    from ablate.spec import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text(), encoding="utf-8")
+    db = tmp_path / "r.db"
+    store = Store(str(db))
+    spec = load_spec(path)
+    store.sync_experiment(spec, plan.expand(spec))
+    with store.session() as s:
+        run = s.get(Run, 1)
+        run.config = {**run.config, "valid_metric": "MRR@10"}
+        run.status = "failed"
+    store.engine.dispose()
+    res = CliRunner().invoke(app, ["rerun", "--failed", str(path), "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("ablate: error: run 1 (BPR): valid_metric: MRR@10 is not among") and res.stderr.count("\n") == 1
+    store = Store(str(db), create=False)
+    assert store.get_run(1).status == "failed"
+    store.engine.dispose()
+
+
 def test_quoted_numbers_are_read_as_recbole_reads_them():
     """RecBole's Config evaluates the strings of a config dict: "-2" is the layer index -2."""
     assert plan.expand(parse_spec(spec_text(params={"ot_z1": "'-2'", "ot_weight": "'1e-7'"})))

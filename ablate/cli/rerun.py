@@ -132,10 +132,13 @@ def _rerun_failed(store, spec_path: Path, overrides: dict, run_opts: dict) -> in
         raise UsageError(f"experiment {name!r} (from {spec_path}) is not in {store.db}; run `ablate run {spec_path}` first")
     ids = store.experiment_run_ids(exp.id)
     retry = {x.value for x in RETRYABLE}
-    todo = [r.id for r in store.runs(ids, with_children=False) if r.status in retry]
-    if not todo:
+    failed_runs = [r for r in store.runs(ids, with_children=False) if r.status in retry]
+    if not failed_runs:
         typer.echo(f"{name}: no failed, nan, oom, timeout, interrupted or stalled runs")
         return 0
+    for r in failed_runs:  # a run stored before its values were checked would only fail again
+        plan.check_stored(r.model, r.config, f"run {r.id} ({r.name})")
+    todo = [r.id for r in failed_runs]
     store.requeue(todo, retry=True)
     typer.echo(f"{name}: retrying {len(todo)} run(s): {', '.join(map(str, todo))}")
     summary = execute(store, todo, **run_opts)
