@@ -34,7 +34,7 @@ base:
 seeds: [2020]
 baselines:
   stuck: {model: BPR, params: {dataset_save_path: mount/ml-100k.pth, embedding_size: 16}}
-  frozen: {model: BPR, params: {epochs: 20}}
+  frozen: {model: BPR, params: {epochs: 20, eval_step: 20}}
   quick: {model: BPR}
 """
 
@@ -53,7 +53,7 @@ def test_stalled_runs_are_killed_the_sweep_goes_on_and_the_next_run_retries_them
     fifo = tmp_path / "mount" / "ml-100k.pth"
     os.mkfifo(fifo)
 
-    proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "2", "--stall-timeout", "8s", cwd=tmp_path)
+    proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "2", "--stall-timeout", "12s", cwd=tmp_path)
     frozen = wait_for(lambda: _frozen_training(db), 180, "the frozen run to train an epoch", proc)
     os.kill(frozen["pid"], signal.SIGSTOP)  # its worker hangs mid-training: no more batches, no events
     try:
@@ -66,16 +66,16 @@ def test_stalled_runs_are_killed_the_sweep_goes_on_and_the_next_run_retries_them
 
     runs = runs_by_name(db)
     assert runs["stuck"]["status"] == "stalled", runs["stuck"]
-    assert runs["stuck"]["error"] == "no progress for 8 s (last: data preparation); its worker was killed"
+    assert runs["stuck"]["error"] == "no progress for 12 s (last: data preparation); its worker was killed"
     assert runs["frozen"]["status"] == "stalled", runs["frozen"]
-    assert runs["frozen"]["error"].startswith("no progress for 8 s (last: ")
+    assert runs["frozen"]["error"].startswith("no progress for 12 s (last: ")
     assert runs["frozen"]["error"] != runs["stuck"]["error"]  # it had got past its data: a batch or an epoch
     assert runs["quick"]["status"] == "done", runs["quick"]
     for name in ("stuck", "frozen"):  # each stalled worker is gone, and the quick run had a worker of its own
         assert not pid_alive(runs[name]["pid"]), name
         assert runs[name]["pid"] != runs["quick"]["pid"]
     assert "finished: 1 done, 2 stalled" in out, out
-    assert "] stalled     #1 stuck    no progress for 8 s (last: data preparation)" in out, out
+    assert "] stalled     #1 stuck    no progress for 12 s (last: data preparation)" in out, out
 
     status = ablate_call("status", "stall", "--db", db, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
