@@ -74,7 +74,8 @@ class SweepView:
         self.running[run.id] = {
             "device": "…", "epoch": None, "loss": None, "valid": None, "t": now,
             # for the plain lines
-            "epochs": config.get("epochs"), "metric": str(config.get("valid_metric") or "valid").lower(),
+            "epochs": config.get("epochs"), "metric": str(config.get("valid_metric") or "MRR@10").lower(),  # RecBole's default
+            "bigger": config.get("valid_metric_bigger", True) is not False,
             "losses": {}, "best": None, "best_epoch": None, "walls": [], "epoch_at": None,
             "doing": "waiting for a worker", "printed_at": now, "printed_epoch": 0, "due": False,
         }
@@ -118,7 +119,8 @@ class SweepView:
         elif kind == "valid":
             info["valid"] = ev.get("valid_score")
             info["doing"] = None
-            if info["valid"] is not None and (info["best"] is None or info["valid"] > info["best"]):
+            valid, best = info["valid"], info["best"]
+            if valid is not None and (best is None or (valid > best if info["bigger"] else valid < best)):
                 info["best"], info["best_epoch"] = info["valid"], ev.get("epoch")
             if info["due"]:
                 self._progress(rid, info)

@@ -121,3 +121,26 @@ def test_bad_values_are_one_line_errors(tmp_path: Path):
         assert res.exit_code == 2, res.output
         assert res.stderr.splitlines() == [f"ablate: error: {message}"]
         assert not Path(db).exists()  # nothing stored, nothing run
+
+
+def test_epoch_lines_wait_for_their_valid_score_and_show_the_best_so_far():
+    buf = io.StringIO()
+    view = SweepView(1, {3: "BPR"}, Console(file=buf), log_epochs=1, log_seconds=None)
+
+    class Run:
+        id, name, config = 3, "BPR", {"epochs": 3, "valid_metric": "NDCG@10"}
+
+    view.queued_to_running(Run)
+    view.event({"run_id": 3, "type": "started", "device": "cpu"})
+    for epoch, validates, score in ((0, True, 0.3), (1, True, 0.2), (2, False, None)):
+        view.event({"run_id": 3, "type": "epoch", "epoch": epoch, "epochs": 3, "validates": validates,
+                    "at": 10.0 * (epoch + 1), "train_seconds": 10.0, "losses": {"loss": 0.5}})
+        assert len(buf.getvalue().splitlines()) == epoch + (0 if validates else 1)  # a validated epoch waits
+        if validates:
+            view.event({"run_id": 3, "type": "valid", "epoch": epoch, "valid_score": score})
+    lines = [re.sub(r"elapsed \S+", "elapsed -", line) for line in buf.getvalue().splitlines()]
+    assert lines == [
+        "#3 BPR  epoch 1/3  loss 0.5  valid ndcg@10 0.3000  elapsed -  ETA 20s",
+        "#3 BPR  epoch 2/3  loss 0.5  valid ndcg@10 0.2000 (best 0.3000, epoch 1)  elapsed -  ETA 10s",
+        "#3 BPR  epoch 3/3  loss 0.5  valid ndcg@10 0.2000 (best 0.3000, epoch 1)  elapsed -  ETA 0s",
+    ]
