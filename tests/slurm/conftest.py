@@ -1,12 +1,58 @@
-"""Fixtures for the Slurm executor tests: the two-run spec, submitit's local cluster, and
-the reference results of the same spec under the local executor (computed once)."""
+"""Fixtures for the Slurm executor tests: the two-run spec, submitit's local cluster, the
+reference results of the same spec under the local executor (computed once), and the real
+services that ``ci/services.sh up`` brings up (a one-node Slurm cluster, PostgreSQL).
+
+Tests marked ``real_slurm`` or ``real_postgres`` skip, each with its reason, where those
+services are not there; under ``CI=true`` such a skip is reported as a failure, so CI
+cannot pass without them."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_helpers import SPEC, cli, metrics_by_key
+from slurm_helpers import SERVICES_ENV, SPEC, cli, metrics_by_key, services_env
+
+REAL_MARKERS = ("real_slurm", "real_postgres")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("CI", "").lower() == "true"
+            and any(item.get_closest_marker(m) for m in REAL_MARKERS)):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test of the real services may not skip ({reason})"
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """The partition of the real one-node cluster; skips where there is none."""
+    partition = services_env().get("ABLATE_TEST_SLURM_PARTITION")
+    if not partition:
+        pytest.skip(f"no real Slurm cluster (no {SERVICES_ENV}): run `ci/services.sh up` as root first")
+    if shutil.which("sbatch") is None or shutil.which("sacct") is None:
+        pytest.skip("no real Slurm cluster: sbatch/sacct are not on PATH")
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%a %T"], capture_output=True, text=True,
+                                timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.skip("no real Slurm cluster: sinfo did not answer within 20s")
+    if answer.returncode != 0 or not answer.stdout.startswith("up"):
+        pytest.skip(f"Slurm partition {partition!r} is not up: {(answer.stdout + answer.stderr).strip()[:200]}")
+    return partition
+
+
+@pytest.fixture
+def real_slurm(slurm_partition, monkeypatch) -> str:
+    """Submit to the real cluster (not submitit's local executor); returns the partition."""
+    monkeypatch.delenv("ABLATE_SUBMITIT_CLUSTER", raising=False)
+    return slurm_partition
 
 
 @pytest.fixture
@@ -23,13 +69,19 @@ def spec(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory) -> dict[str, dict[tuple[str, str], float]]:
-    """Metrics of the spec's two runs under the local executor, by run key."""
+def reference_db(tmp_path_factory) -> Path:
+    """A store holding the spec's two runs done by the local executor."""
     folder = tmp_path_factory.mktemp("slurm-reference")
     spec_path = folder / "slurmtiny.yaml"
     spec_path.write_text(SPEC, encoding="utf-8")
     db = folder / "local.db"
     cli("run", spec_path, "--db", db, "--jobs", "1", "--cpu")
-    out = metrics_by_key(db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def reference(reference_db) -> dict[str, dict[tuple[str, str], float]]:
+    """Metrics of the spec's two runs under the local executor, by run key."""
+    out = metrics_by_key(reference_db)
     assert len(out) == 2 and all(len(m) == 4 for m in out.values()), out
     return out

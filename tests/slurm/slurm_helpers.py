@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -77,3 +78,78 @@ def wait_dead(pid: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"process {pid} still alive after {timeout}s")
 
 
+
+# ---------------------------------------------------------------------------- the real services
+
+SERVICES_ENV = Path(os.environ.get("ABLATE_SERVICES_DIR", "/var/lib/ablate-services")) / "services.env"
+
+
+def services_env() -> dict[str, str]:
+    """The connection facts ``ci/services.sh up`` wrote (the environment wins over its file)."""
+    facts: dict[str, str] = {}
+    if SERVICES_ENV.is_file():
+        for line in SERVICES_ENV.read_text().splitlines():
+            key, sep, value = line.removeprefix("export ").partition("=")
+            if sep:
+                facts[key.strip()] = value.strip()
+    facts.update({k: v for k, v in os.environ.items() if k.startswith("ABLATE_TEST_")})
+    return facts
+
+
+
+def real_args(partition: str, folder: Path, *more: str, time_limit: str = "0:10:00") -> list[str]:
+    """``ablate run`` options of a CPU sweep on the one-node cluster of ci/services.sh."""
+    return ["--executor", "slurm", "--partition", partition, "--gpus-per-job", "0", "--array-parallelism", "2",
+            "--time", time_limit, "--slurm-folder", str(folder), *more]
+
+
+def ablate_cmd(*args) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", "from ablate.cli import main; main()", *[str(a) for a in args]]
+
+
+def ablate(*args, cwd: Path, timeout: float = 300.0, code: int | None = 0):
+    """``ablate ARGS`` in its own process (a coordinator of its own), bounded by ``timeout``."""
+    import subprocess
+
+    done = subprocess.run(ablate_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if code is not None:
+        assert done.returncode == code, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
+    return done
+
+
+def sacct_state(job_id: str) -> str:
+    """The job's state as accounting has it now ("" before its record exists)."""
+    import subprocess
+
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State"], capture_output=True,
+                         text=True, timeout=30).stdout
+    for line in out.splitlines():
+        jid, _, state = line.partition("|")
+        if jid == job_id:
+            return state.split()[0] if state else ""
+    return ""
+
+
+def wait_state(job_id: str, states: set[str], timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = sacct_state(job_id)
+        if state in states:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"slurm job {job_id} is {state or 'unknown'}, not {'/'.join(sorted(states))}, after {timeout}s")
+
+
+def events(folder: Path, run_id: int) -> list[dict]:
+    """Every complete event line the jobs of ``run_id`` wrote, file by file."""
+    out = []
+    for path in sorted((folder / str(run_id)).glob("events.*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
