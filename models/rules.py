@@ -28,6 +28,10 @@ Grammar: ``(TYPES[: CHOICE | CHOICE ...][[,] OP BOUND[, OP BOUND ...]])``
 
 A string value is first read the way RecBole's ``Config`` reads the strings of a config
 dict (``"-2"`` is the int -2, ``"true"`` is True), since that is what the model gets.
+
+A key whose comment opens with no bracket has no rule here (a planner falls back on the
+type of its default). A model can hold itself to the same rules in ``__init__``:
+``read(default_config_file(name)).problem(config)``.
 """
 
 from __future__ import annotations
@@ -276,11 +280,10 @@ def from_default(value: Any) -> Rule | None:
 
 @dataclass(frozen=True)
 class Rules:
-    """A model's rules: per key, the relations between keys, and where each was read."""
+    """A model's rules: per key, and the relations between keys."""
 
     rules: dict[str, Rule]
     checks: tuple[Check, ...] = ()
-    lines: dict[str, int] = field(default_factory=dict)
 
     def problem(self, config: Mapping[str, Any]) -> str | None:
         """``"key: what is wrong"`` for the first key of ``config`` its rule refuses (or the
@@ -318,7 +321,6 @@ def read(path: str | Path) -> Rules:
     one raises ValueError naming the file and line."""
     rules: dict[str, Rule] = {}
     checks: list[Check] = []
-    lines: dict[str, int] = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         try:
             c = _CHECK_LINE.match(line)
@@ -331,7 +333,6 @@ def read(path: str | Path) -> Rules:
             bracket = _bracket(m["rest"].split("#", 1)[1])
             if bracket is not None:
                 rules[m["key"]] = parse(bracket)
-                lines[m["key"]] = number
         except (ValueError, SyntaxError) as err:
             raise ValueError(f"{path}:{number}: {err}") from None
-    return Rules(rules, tuple(checks), lines)
+    return Rules(rules, tuple(checks))
