@@ -242,8 +242,9 @@ def _fail_at(spec: ExperimentSpec, places: dict, overrides: dict, row: str, keys
     loc, values = places[key]
     if values is not None and value in values:
         loc = (*loc, values.index(value))
-    dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-    line = line_in(spec, (*loc, *(path if key == keys[0] else ()))) or line_in(spec, loc)
+    inner = path if key == keys[0] else ()
+    dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in (*loc, *inner)).replace(".[", "[")
+    line = line_in(spec, (*loc, *inner)) or line_in(spec, loc)
     suffix = "" if dotted.startswith(row + ".") else f" ({row})"
     return SpecError(spec.path, f"{dotted}: {message}{suffix}", line)
 
