@@ -67,6 +67,7 @@ def run_job(tasks: list[dict]) -> list[dict | None]:
     """
     from ablate import worker
 
+    _leave_time_limit_to_slurm()
     job_id = _job_id_here()
     gpus = _visible_gpu_ids()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -86,12 +87,44 @@ def run_job(tasks: list[dict]) -> list[dict | None]:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker.run_task_standalone, args=p, daemon=True) for p in prepared]
+    procs = [ctx.Process(target=_run_packed, args=p, daemon=True) for p in prepared]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
     return [None] * len(procs)
+
+
+def _leave_time_limit_to_slurm() -> None:
+    """Let a job that reaches its time limit end as Slurm's TIMEOUT.
+
+    submitit asks Slurm for SIGUSR2 shortly before the limit; its handler then raises
+    ``UncompletedJobError`` inside whatever runs (ablate's runs are not checkpointable):
+    mid-training the run would end ``failed``, before the worker starts the job would end
+    FAILED and the run ``interrupted`` — resubmitted by every ``ablate run``, forever too
+    long. Here a timed-out job carries on until Slurm ends it (TIMEOUT, so its runs are
+    collected as ``timeout``); a preempted one still goes to submitit, which requeues it.
+    """
+    previous = signal.getsignal(signal.SIGUSR2)
+    handler = getattr(previous, "__self__", None)
+    if not callable(previous) or not hasattr(handler, "has_timed_out"):
+        return  # not under submitit's Slurm environment
+
+    def on_usr2(signum, frame):
+        if not handler.has_timed_out():
+            previous(signum, frame)
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave submitit's handler
+        signal.signal(signal.SIGUSR2, on_usr2)
+
+
+def _run_packed(task: dict, events_path: str):
+    """One run of a packed job, in a spawned process: Slurm's SIGUSR2 (see
+    :func:`_leave_time_limit_to_slurm`) reaches it too, and would end it by default."""
+    from ablate import worker
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    return worker.run_task_standalone(task, events_path)
 
 
 def _job_id_here() -> str:
@@ -322,6 +355,8 @@ class SlurmExecutor(Executor):
                 "name": self.job_name, "timeout_min": int(self.time_min),
                 "gpus_per_node": self.gpus_per_job or None, "cpus_per_task": self.cpus_per_job, "mem_gb": self.mem_gb,
                 "slurm_partition": self.partition, "slurm_array_parallelism": self.array_parallelism,
+                # SIGUSR2 this long before the limit (submitit: 90 s), after the job started
+                "slurm_signal_delay_s": min(90, int(self.time_min) * 15),
             }
             ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
             self._submitit = ex

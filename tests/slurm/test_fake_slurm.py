@@ -145,3 +145,39 @@ def test_no_sbatch_is_one_line_error(spec, tmp_path, monkeypatch):
     res = cli("run", spec, "--db", tmp_path / "s.db", "--executor", "slurm", code=2)
     assert "sbatch is not on PATH" in res.output and res.output.count("\n") == 1
     assert not (tmp_path / "s.db").exists()  # refused before anything was stored
+
+
+def test_time_limit_signal_is_left_to_slurm():
+    """submitit's SIGUSR2 handler raises inside a timed-out job that is not checkpointable
+    (the run would end failed, or the job FAILED before it started); the job's handler
+    lets a timed-out job run on to Slurm's TIMEOUT and passes a preemption to submitit."""
+    import os
+    import signal
+    import time
+
+    from submitit.core.job_environment import SignalHandler
+
+    from ablate.executors import slurm
+
+    seen = []
+
+    class Handler(SignalHandler):
+        def __init__(self, timed_out: bool):  # noqa: D107 - no job environment here
+            self.timed_out = timed_out
+
+        def has_timed_out(self) -> bool:
+            return self.timed_out
+
+        def checkpoint_and_try_requeue(self, signum, frame=None):
+            seen.append(self.timed_out)
+
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        for timed_out in (True, False):
+            signal.signal(signal.SIGUSR2, Handler(timed_out).checkpoint_and_try_requeue)
+            slurm._leave_time_limit_to_slurm()
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    assert seen == [False]
