@@ -231,6 +231,14 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _one_at_a_time(conn) -> None:
+    """Serialise this transaction with others that call it, until it ends. SQLite's write
+    transactions already are (``BEGIN IMMEDIATE``); on PostgreSQL a get-or-create would
+    otherwise race to a unique-key error."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7126010)")
+
+
 def make_engine(db: str) -> Engine:
     url = to_url(db)
     try:
@@ -291,6 +299,7 @@ class Store:
 
     def _ensure_schema(self, create: bool) -> None:
         with self.engine.begin() as conn:
+            _one_at_a_time(conn)  # coordinators opening a new database at once race on CREATE TABLE
             tables = set(conn.dialect.get_table_names(conn))
             if "runs" not in tables:
                 if not create:
@@ -334,6 +343,7 @@ class Store:
         the spec as it is now.
         """
         with self.session() as s:
+            _one_at_a_time(s.connection())  # two coordinators of one spec: one creates, the other shares
             exp = s.scalar(select(Experiment).where(Experiment.name == spec.name))
             if exp is None:
                 exp = Experiment(name=spec.name)
