@@ -142,8 +142,10 @@ def drop_applied_filters(config: dict, folder: Path) -> list[str]:
     without its rating column (such as the NCL-paper ml-1m these machines keep). RecBole
     cannot apply a filter to a column that is not in the file: it stops every run with
     "Field [rating] not defined in dataset". A file without the column is taken as
-    filtered already, and the filter is left out of the run's config, so also out of its
-    key: the two copies are different files and their runs are different runs. The same
+    filtered already when the spec's ``load_col`` names the column (the spec expects the
+    file to have it), and the filter is left out of the run's config, so also out of its
+    key: the two copies are different files and their runs are different runs. A filter
+    on a column that neither the file nor ``load_col`` has is a mistake (ValueError). The same
     fields leave ``unused_col``, where RecBole would warn about them in every run's log.
     Returns the fields dropped.
     """
@@ -155,6 +157,11 @@ def drop_applied_filters(config: dict, folder: Path) -> list[str]:
     if columns is None:
         return []
     absent = [field for field in intervals if field not in columns]
+    loaded = (config.get("load_col") or {}).get("inter") if isinstance(config.get("load_col"), dict) else None
+    unknown = [field for field in absent if not (isinstance(loaded, list) and field in loaded)]
+    if unknown:  # a field the spec never said the file has: a mistake, not a filtered copy
+        raise ValueError(f"val_interval filters on {unknown[0]!r}, which {config['dataset']}.inter does not have "
+                         f"(columns: {', '.join(columns)})")
     if absent:
         kept = {k: v for k, v in intervals.items() if k not in absent}
         config["val_interval"] = kept or None

@@ -146,7 +146,10 @@ def _resolve_dataset(config: dict, where: str, check_files: bool) -> None:
     if folder is not None:
         config["data_path"] = str(folder)
         if check_files:
-            data.drop_applied_filters(config, folder)
+            try:
+                data.drop_applied_filters(config, folder)
+            except ValueError as err:
+                raise SpecError(where, str(err)) from None
         return
     if not check_files:
         config["data_path"] = data_path or str(data.home())

@@ -222,3 +222,15 @@ def test_the_shipped_ml1m_filter_keeps_ratings_from_3_as_recbole_applies_it(tmp_
     assert seen["raw_filter"] == ({"rating": "[3,inf)"}, {"inter": ["rating"]})
     assert seen["pre_filter"] == (None, None)  # no column to filter, none to leave unused
     assert seen["raw_key"] != seen["pre_key"]  # different files, different runs
+
+
+def test_a_filter_on_a_column_the_file_lacks_and_the_spec_never_loads_is_a_mistake(home, tmp_path):
+    """Only a column the spec's load_col names is taken as filtered already; a misspelt
+    filter field is refused at plan time, not dropped."""
+    write_raw(home / "ml-1m")
+    spec = ml1m_spec(tmp_path)
+    spec.write_text(spec.read_text().replace('val_interval: {"rating"', 'val_interval: {"ratting"'))
+    result = invoke("run", spec, "--dry-run", "--db", tmp_path / "r.db")
+    assert result.exit_code == 2, result.output
+    assert "val_interval filters on 'ratting', which ml-1m.inter does not have" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r.db").exists()
