@@ -49,10 +49,17 @@ def slurm_partition() -> str:
 
 
 @pytest.fixture
-def real_slurm(slurm_partition, monkeypatch) -> str:
-    """Submit to the real cluster (not submitit's local executor); returns the partition."""
+def real_slurm(slurm_partition, monkeypatch, tmp_path):
+    """Submit to the real cluster (not submitit's local executor); yields the partition.
+    Jobs a failed test left behind (submitted from its folder) are cancelled afterwards,
+    so they do not hold the node's CPUs during the next test."""
     monkeypatch.delenv("ABLATE_SUBMITIT_CLUSTER", raising=False)
-    return slurm_partition
+    yield slurm_partition
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30).stdout
+    left = [job for job, _, workdir in (line.partition(" ") for line in queue.splitlines())
+            if workdir.startswith(str(tmp_path))]
+    if left:
+        subprocess.run(["scancel", *left], capture_output=True, timeout=30)
 
 
 @pytest.fixture
