@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_helpers import (ablate, ablate_cmd, cli, events, metrics_by_key, real_args, sacct_state, wait_for_event,
-                           wait_state)
+from slurm_helpers import ablate, ablate_cmd, cli, events, metrics_by_key, real_args, wait_for_event, wait_state
 
 from ablate.store import Store
 
