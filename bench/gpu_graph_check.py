@@ -38,7 +38,9 @@ def build(**params):
     cfg = Config(model=models.LightGCNOT, dataset="ml-100k", config_file_list=[models.default_config_file("LightGCNOT")],
                  config_dict={"data_path": os.path.join(os.path.dirname(recbole.__file__), "dataset_example"),
                               "device": "cuda", "use_gpu": True, "show_progress": False,
-                              "checkpoint_dir": tempfile.mkdtemp(), "ot_weight": 1.0, **params})
+                              "checkpoint_dir": tempfile.mkdtemp(), "ot_weight": 1.0,
+                              "ot_detach_plan": True,  # the graphed, Triton path: plans without autograd
+                              **params})
     init_seed(2020, True)
     train, _, _ = data_preparation(cfg, create_dataset(cfg))
     model = models.LightGCNOT(cfg, train._dataset).to(cfg["device"])

@@ -16,12 +16,20 @@ WWW 2022, https://arxiv.org/abs/2202.06200). Per training batch:
    and within items). For every pair, batched ``[P, k, k]``:
 
    .. math::
-       C_{ij} = \mathrm{prune}\big(e^{-\cos(x_i, y_j)/\tau - s}\big)\ \text{or}\ 1 - \cos,\quad
+       C_{ij} = \mathrm{prune}\big(e^{-\cos(x_i, y_j)/\tau}\big)\ \text{or}\ 1 - \cos,\quad
        d_W = \langle C, T_W \rangle,\quad
        d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P \rangle,\ P \in \{T_W, \gamma\}.
 
 5. :math:`\ell_{OT}` = GSC's BCE on :math:`e^{-d/t}` or InfoNCE on :math:`-d/t`, mixed
    :math:`a\,\ell_W + (1-a)\,\ell_{GW}`, summed over the user and the item subgraphs.
+
+With the defaults this is GSC's arithmetic (``model.py`` of github.com/yh-han/GSC,
+``sub_loss_batch``), value and gradient, once for the user subgraphs and once for the item
+subgraphs: ``tests/models/test_reference_gsc.py`` checks it against numbers recorded from
+GSC's own code (``tests/models/fixtures/gsc``). Where ours differs it is only where GSC's
+would be inf or NaN: IPOT runs on logs (GSC's ``exp(-C/beta)`` underflows to 0 and divides
+by it at small ``tau``), the cosine's normalisation has a bounded gradient at zero vectors,
+and ``ot_cost_shift=auto`` shifts costs only when float32 could overflow.
 
 Cost per batch: on a GPU this term is bound by kernel launches, not arithmetic, so it is
 written to launch few. Step 2, the negatives' pairing and the masks form one static-shape,
@@ -62,13 +70,30 @@ notebook's default row):
     gw_plan (str): ``"wd"`` (GSC: evaluate GW with the W plan) or ``"gw"`` (GOT).
     ot_loss (str): ``"bce"`` (GSC) or ``"infonce"``.
     ot_negatives (str): ``"both"`` (GSC), ``"z1"`` or ``"z2"``.
-    ot_cost (str): ``"exp"`` (GSC) or ``"cos"`` (GOT). ot_tau (float): 0.5.
+    ot_cost (str): ``"exp"`` (GSC) or ``"cos"`` (GOT). ot_tau (float): 0.5 (the notebook's;
+        GSC's ``Model`` default, its Cora config has 5).
     ot_prune (float): 0.1 (GSC's threshold; negative disables).
+    ot_prune_scope (str): ``"batch"`` (GSC: one threshold from the min and max over all
+        pairs of a group, per kind of cost: ``C``, ``C_t``, ``C_s``; subgraphs out of the
+        loss excluded) or ``"problem"`` (each ``[k, k]`` problem its own min and max: a
+        subgraph's costs then do not depend on the rest of the batch).
+    ot_cost_shift (str): ``"auto"`` (GSC's cost, shifted only where float32 could
+        overflow, i.e. ``tau < 0.045``; see :func:`models.ot.solvers.cost_from_cosine`),
+        ``"always"`` (the largest cost of each scope is 1: the notebook's
+        ``exp(-cos/tau - max)``, whatever ``tau``) or ``"never"`` (GSC, unguarded).
     ot_t_wd (float): 0.01. ot_t_gwd (float): 0.1.
-    wd_beta (float): 0.5. wd_iters (int): 40.
+    wd_beta (float): 0.5. wd_iters (int): 40 (what GSC's ``wd`` passes; ``OT_batch``'s own
+        default of 50 is unused there).
     gw_beta (float): 0.1. gw_outer (int): 5. gw_inner (int): 20.
-    ot_detach_plan (bool): True: plans are computed without autograd (and, on CUDA,
-        replayed from a CUDA graph); gradients flow through the costs.
+    ot_round_plan (bool): False (GSC). True rounds every IPOT plan onto exact uniform
+        marginals (Altschuler et al. 2017), so that each plan is feasible and the GW
+        linearisation a sum of squares (``d_GW >= 0``); GSC's plans' rows are off by what
+        40 (W) or 20 (GW) iterations leave unconverged, ~1e-4 relative.
+    ot_detach_plan (bool): False (GSC): gradients flow through every IPOT iteration of the
+        W plan and of the GW plan, as in GSC. True: plans are computed without autograd
+        (and, on CUDA, by the Triton kernels, replayed from a CUDA graph), gradients flow
+        through the costs only: much cheaper on a GPU, the same loss value, but not GSC's
+        gradient (on the fixtures it is off by 0.7-1.0 of the largest entry).
     ot_solver (str): ``"auto"``: the detached plans by the Triton kernels of
         :mod:`models.ot.fused` (one kernel for W, one for GW, instead of ~2,700 small
         ones) on CUDA where Triton is installed, checked against PyTorch on the first
@@ -97,7 +122,7 @@ from .ot import sampling as S
 from .ot import solvers as O
 from .simgcl import simgcl_noise
 
-__all__ = ["LightGCNOT", "kmeans", "pair_costs", "pair_loss"]
+__all__ = ["LightGCNOT", "kmeans", "pair_costs", "pair_loss", "scope_ids", "structure_cost", "subgraph_scope"]
 
 _DEFAULTS = {
     "ot_weight": 1e-7, "ot_z1": "mean", "ot_z2": "gat", "ot_gat_input": "z1", "ot_gat_activation": "relu",
@@ -105,7 +130,8 @@ _DEFAULTS = {
     "sample_adj": "A", "subg1_adj": "A", "a2_max_paths": 2e7, "ot_distance": "both", "ot_mix": 0.5,
     "gw_plan": "wd", "ot_loss": "bce", "ot_negatives": "both", "ot_cost": "exp", "ot_tau": 0.5,
     "ot_prune": 0.1, "ot_t_wd": 0.01, "ot_t_gwd": 0.1, "wd_beta": 0.5, "wd_iters": 40, "gw_beta": 0.1,
-    "gw_outer": 5, "gw_inner": 20, "ot_detach_plan": True, "ot_solver": "auto", "ot_compile": False, "proto_weight": 0.0, "num_clusters": 1000,
+    "gw_outer": 5, "gw_inner": 20, "ot_prune_scope": "batch", "ot_cost_shift": "auto", "ot_round_plan": False,
+    "ot_detach_plan": False, "ot_solver": "auto", "ot_compile": False, "proto_weight": 0.0, "num_clusters": 1000,
     "proto_temp": 0.1, "proto_warmup": 20, "warmup_all": False, "kmeans_iters": 20,
 }
 _Z2 = {"gat", "next", "last", "simgcl"}
@@ -119,6 +145,8 @@ _CHOICES = {
     "ot_loss": {"bce", "infonce"},
     "ot_negatives": {"both", "z1", "z2"},
     "ot_cost": {"exp", "cos"},
+    "ot_prune_scope": {"batch", "problem"},
+    "ot_cost_shift": {"auto", "always", "never"},
     "ot_solver": {"auto", "triton", "torch"},
 }
 
@@ -187,7 +215,25 @@ def kmeans(x: torch.Tensor, k: int, n_iter: int = 20, generator=None, chunk: int
     return cent, assign
 
 
-def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str, tau: float, prune: float):
+def scope_ids(scope, rows: int):
+    """Scope ids for :func:`models.ot.solvers.prune_cost` of ``rows`` stacked ``[B]`` batches
+    of problems: problems of one row block in the same group share an id, the index of the
+    group's first problem. ``scope``: ``[B]`` group of each subgraph, ``0`` users, ``1``
+    items, ``2`` out of the loss (GSC drops those before its batch is formed)."""
+    b = scope.numel()
+    first = torch.full((3,), b, dtype=scope.dtype, device=scope.device)
+    first = first.scatter_reduce(0, scope, torch.arange(b, device=scope.device), "amin")[scope]
+    return first.expand(rows, b)
+
+
+def subgraph_scope(group, in_loss):
+    """``[B]`` scope of each subgraph's costs: its group (users 0, items 1) when it enters the
+    loss, else 2, so that dropped subgraphs (filled with their centre) move no threshold."""
+    return torch.where(in_loss, group, torch.full_like(group, 2))
+
+
+def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str, tau: float, prune: float,
+               shift: str = "auto", scope=None):
     r"""Every cost matrix of a batch from one stacked call, ``[P (+ P (+ 1)), B, k, k]``.
 
     Rows ``0..P-1``: :math:`C` of :math:`z_1` against each pair's second view (the positive
@@ -196,6 +242,12 @@ def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str
     with itself; then, when ``xx``, :math:`C_s` of :math:`z_1` with itself (GOT). Rows are
     normalised once, so every cosine is a plain matmul. A pure function of tensors and
     Python constants, so ``torch.compile`` can fuse it (``ot_compile``).
+
+    ``scope`` (``[B]``, :func:`subgraph_scope`): each kind of cost (``C``, ``C_t``, ``C_s``)
+    is shifted and pruned over all its pairs of one group at once, as GSC's ``wd`` and
+    ``cos_batch`` threshold the whole stacked batch of one ``sub_loss_batch`` call (the
+    notebook makes one call for the users and one for the items); ``None``: every
+    ``[k, k]`` problem alone (``ot_prune_scope=problem``).
     """
     z = O.safe_normalize(torch.stack([z1, z2]))
     x, y2 = z[0], z[1]
@@ -210,19 +262,38 @@ def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str
         cos.append(torch.matmul(y, y.transpose(-1, -2)))
         if xx:
             cos.append(torch.matmul(x, x.transpose(-1, -2)).unsqueeze(0))
-    return O.prune_cost(O.cost_from_cosine(torch.cat(cos), form, tau), prune)
+    ids = None
+    if scope is not None:  # one id per (kind, group): row block r starts at problem r0 * B
+        ids, r0 = [], 0
+        for c in cos:
+            ids.append(scope_ids(scope, c.shape[0]) + r0 * scope.numel())
+            r0 += c.shape[0]
+        ids = torch.cat(ids)
+    cos = torch.cat(cos)
+    return O.prune_cost(O.cost_from_cosine(cos, form, tau, shift, ids), prune, ids)
+
+
+def structure_cost(adj, form: str, tau: float, prune: float, scope=None):
+    r"""GW structure cost :math:`C_s` ``[B, k, k]`` of subgraph adjacencies: GSC's
+    ``relu(exp(-adj/tau) - threshold)`` (``GW_distance``), or ``1 - adj`` for the ``cos``
+    form, pruned over ``scope`` (``[B]``, :func:`subgraph_scope`; ``None``: per problem).
+    No shift: ``adj`` is 0 or 1, so the cost lies in ``[e^{-1/tau}, 1]``."""
+    cost = torch.exp(adj / -tau) if form == "exp" else 1.0 - adj
+    return O.prune_cost(cost, prune, None if scope is None else scope_ids(scope, 1)[0])
 
 
 def pair_loss(c, ct, cs, t_wd, gamma, coef, distance: str, gw_plan: str, t_w: float, t_gw: float, form: str):
     r"""The OT contrast loss from the costs and the plans: :math:`d_W = \langle C, T_W\rangle`
     and/or :math:`d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P\rangle`, each over its
-    temperature, into :func:`models.ot.losses.ot_contrast_loss`. Pure, like :func:`pair_costs`."""
+    temperature, into :func:`models.ot.losses.ot_contrast_loss`. Pure, like :func:`pair_costs`.
+    Gradients flow through the plans as far as they carry them: through every iteration
+    when they were computed with autograd (GSC, ``ot_detach_plan=False``), else not."""
     d = []
     if distance in ("both", "wd"):
         d.append(O.batch_trace_dot(c, t_wd) / t_w)
     if distance in ("both", "gwd"):
         plan = t_wd if gw_plan == "wd" else gamma
-        d.append(O.batch_trace_dot(O.gw_tensor(cs, ct, gamma.detach()), plan) / t_gw)
+        d.append(O.batch_trace_dot(O.gw_tensor(cs, ct, gamma), plan) / t_gw)
     return L.ot_contrast_loss(torch.stack(d), coef, form)
 
 
@@ -253,6 +324,8 @@ class LightGCNOT(LightGCNBase):
         self.ot_distance, self.ot_mix = g["ot_distance"], float(g["ot_mix"])
         self.gw_plan, self.ot_loss_form, self.ot_negatives = g["gw_plan"], g["ot_loss"], g["ot_negatives"]
         self.ot_cost, self.ot_tau, self.ot_prune = g["ot_cost"], float(g["ot_tau"]), float(g["ot_prune"])
+        self.prune_scope, self.cost_shift = g["ot_prune_scope"], g["ot_cost_shift"]
+        self.round_plan = bool(g["ot_round_plan"])
         self.t_wd, self.t_gwd = float(g["ot_t_wd"]), float(g["ot_t_gwd"])
         self.wd_beta, self.wd_iters = float(g["wd_beta"]), int(g["wd_iters"])
         self.gw_beta, self.gw_outer, self.gw_inner = float(g["gw_beta"]), int(g["gw_outer"]), int(g["gw_inner"])
@@ -301,7 +374,7 @@ class LightGCNOT(LightGCNBase):
         # Triton present, checked against PyTorch on the first batch), else PyTorch; on
         # CUDA either is replayed from a graph.
         self._plan_args = dict(wd_beta=self.wd_beta, wd_iters=self.wd_iters, gw_beta=self.gw_beta,
-                               gw_outer=self.gw_outer, gw_inner=self.gw_inner)
+                               gw_outer=self.gw_outer, gw_inner=self.gw_inner, round_plan=self.round_plan)
         self._fused_unchecked = self.ot_solver != "torch"
         self._plans = self._plan_solver(fused=self._fused_unchecked)
         self._epoch = -1
@@ -375,8 +448,9 @@ class LightGCNOT(LightGCNBase):
             clusters=self.cluster_csr, node_cluster=self.node_cluster,
         )
 
-    def _structure(self, nodes):
-        """GW structure cost :math:`C_s` ``[B, k, k]`` from an adjacency (``subg1_adj`` A or A2)."""
+    def _structure(self, nodes, scope=None):
+        """GW structure cost :math:`C_s` ``[B, k, k]`` from an adjacency (``subg1_adj`` A or A2);
+        ``scope``: see :func:`structure_cost`."""
         if self.subg1_adj == "A":
             adj = S.subgraph_adjacency(nodes, self.edge_keys, self.n_nodes)
         elif self.a2 is not None:
@@ -384,8 +458,8 @@ class LightGCNOT(LightGCNBase):
         else:
             adj = S.shared_neighbour_adjacency(nodes, self.graph)
         adj = adj.to(self.user_embedding.weight.dtype)
-        cost = torch.exp(adj / -self.ot_tau) if self.ot_cost == "exp" else 1.0 - adj  # GSC: exp(-adj/tau)
-        return O.prune_cost(cost, self.ot_prune)
+        scope = scope if self.prune_scope == "batch" else None
+        return structure_cost(adj, self.ot_cost, self.ot_tau, self.ot_prune, scope)
 
     def _draw(self, centres):
         """Everything random and non-differentiable of one batch's OT term, from its centres.
@@ -407,7 +481,8 @@ class LightGCNOT(LightGCNBase):
         per_pair = self._n_pairs if self.ot_loss_form == "bce" else 1  # GSC's BCE averages over all pairs
         share = w / (total * per_pair).clamp_min(1.0)
         coef = torch.stack([share * mix for mix in self._mix])
-        cs = self._structure(nodes) if self._need_gw and self.subg1_adj != "xx" else nodes.new_empty(0)
+        need_cs = self._need_gw and self.subg1_adj != "xx"
+        cs = self._structure(nodes, subgraph_scope(group, ok)) if need_cs else nodes.new_empty(0)
         return nodes, sigma, coef, cs
 
     # -- views ---------------------------------------------------------------------
@@ -489,8 +564,11 @@ class LightGCNOT(LightGCNBase):
         nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
         z1, z2 = self.views(layers, nodes, readout)
         xx = self._need_gw and self.subg1_adj == "xx"
+        scope = None
+        if self.prune_scope == "batch":  # GSC: one threshold per kind of cost over a group's pairs
+            scope = subgraph_scope((nodes[:, -1] >= self.n_users).long(), coef.sum(0) > 0)  # the centre is last
         costs = self._pair_costs(z1, z2, sigma, self.ot_negatives, self._need_gw, xx, self.ot_cost, self.ot_tau,
-                                 self.ot_prune)
+                                 self.ot_prune, self.cost_shift, scope)
         p = self._n_pairs
         c = costs[:p]
         ct = costs[p : 2 * p] if self._need_gw else None
@@ -501,8 +579,9 @@ class LightGCNOT(LightGCNBase):
                 self._check_fused(*args)
             t_wd, gamma = self._plans(*args)
         else:
-            t_wd = O.ipot(c, self.wd_beta, self.wd_iters)
-            gamma = O.gw_plan(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner) if self._need_gw else None
+            t_wd = O.ipot(c, self.wd_beta, self.wd_iters, round=self.round_plan)
+            gamma = (O.gw_plan(cs, ct, self.gw_beta, self.gw_outer, self.gw_inner, round=self.round_plan, detach=False)
+                     if self._need_gw else None)
         return self._pair_loss(c, ct, cs, t_wd, gamma, coef, self.ot_distance, self.gw_plan, self.t_wd, self.t_gwd,
                                self.ot_loss_form)
 

@@ -8,7 +8,8 @@ plans are ~2,700 kernels of a few microseconds each, even replayed from a CUDA g
 the W plan is one kernel and the GW plan another, whatever the iteration counts.
 
 The arithmetic is :func:`models.ot.solvers.ipot` and :func:`models.ot.solvers.gw_plan`
-step for step (log domain, max-shifted log-sum-exp, the same rounding to the marginals);
+step for step (log domain, max-shifted log-sum-exp, the same optional rounding to the
+marginals, a compile-time switch of the kernels);
 tests check both kernels against them in Triton's interpreter, and
 :class:`models.lightgcn_ot.LightGCNOT` compares them again on the first batch on the GPU
 and falls back to PyTorch on any difference. Float32, and at most 64 nodes a side:
@@ -81,7 +82,7 @@ def _launch_args(n: int, m: int, beta: float):
     return dict(neg_inv_beta=-1.0 / beta, log_a=-math.log(n), log_b=-math.log(m), a=1.0 / n, b=1.0 / m)
 
 
-def ipot(c: Tensor, beta: float = 0.5, n_iter: int = 40) -> Tensor:
+def ipot(c: Tensor, beta: float = 0.5, n_iter: int = 40, round: bool = False) -> Tensor:
     """:func:`models.ot.solvers.ipot` (one inner step, from the all-ones plan) in one kernel."""
     n, m = c.shape[-2:]
     flat = c.detach().reshape(-1, n, m).contiguous()
@@ -89,12 +90,13 @@ def ipot(c: Tensor, beta: float = 0.5, n_iter: int = 40) -> Tensor:
     if flat.shape[0]:
         ipot_kernel, _ = _kernels(interpreted())
         block = _block(n, m)
-        ipot_kernel[(flat.shape[0],)](flat, out, n, m, n_iter=n_iter, BLOCK=block, num_warps=_warps(block),
-                                      **_launch_args(n, m, beta))
+        ipot_kernel[(flat.shape[0],)](flat, out, n, m, n_iter=n_iter, BLOCK=block, ROUND=bool(round),
+                                      num_warps=_warps(block), **_launch_args(n, m, beta))
     return out.view(c.shape)
 
 
-def gw_plan(cs: Tensor, ct: Tensor, beta: float = 0.1, n_outer: int = 5, n_inner: int = 20) -> Tensor:
+def gw_plan(cs: Tensor, ct: Tensor, beta: float = 0.1, n_outer: int = 5, n_inner: int = 20,
+            round: bool = False) -> Tensor:
     """:func:`models.ot.solvers.gw_plan` in one kernel; batch dims broadcast as there."""
     n, m = cs.shape[-1], ct.shape[-1]
     batch = torch.broadcast_shapes(cs.shape[:-2], ct.shape[:-2])
@@ -105,5 +107,5 @@ def gw_plan(cs: Tensor, ct: Tensor, beta: float = 0.1, n_outer: int = 5, n_inner
         _, gw_kernel = _kernels(interpreted())
         block = _block(n, m)
         gw_kernel[(out.shape[0],)](cs_b, ct_b, out, n, m, n_outer=n_outer, n_inner=n_inner, BLOCK=block,
-                                   num_warps=_warps(block), **_launch_args(n, m, beta))
+                                   ROUND=bool(round), num_warps=_warps(block), **_launch_args(n, m, beta))
     return out.view(*batch, n, m)

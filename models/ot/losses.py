@@ -6,6 +6,8 @@ term, so the copies cannot drift apart (RecBole-GNN has two).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,11 +44,23 @@ def _weighted_mean(loss: Tensor, weight: Tensor | None) -> Tensor:
     return (loss * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | None = None) -> Tensor:
-    r"""GSC's loss: ``BCEWithLogits(exp(-d / t), label)``, positives labelled 1.
+def _exp_neg(d: Tensor) -> Tensor:
+    """``exp(-d)`` with ``d`` clamped below at ``-log(dtype max) / 2`` (-44 in float32).
 
-    ``d`` is clamped at 0 (OT distances are non-negative up to rounding), so the
-    "logit" ``exp(-d/t)`` lies in ``(0, 1]`` and cannot overflow.
+    GSC takes ``exp(-d/t)`` unclamped. W distances are non-negative, but a GW distance
+    evaluated with an unrounded plan can dip below 0 (the linearisation is a sum of
+    squares only at exact marginals), so the floor is far below 0: it changes nothing at
+    GSC's settings and keeps the logit, BCE's ``softplus`` of it and its gradient finite.
+    """
+    return torch.exp(-d.clamp_min(-math.log(torch.finfo(d.dtype).max) / 2.0))
+
+
+def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | None = None) -> Tensor:
+    r"""GSC's loss: ``BCEWithLogits(exp(-d / t), label)``, positives labelled 1, mean over
+    every pair (GSC's ``b_xent`` over ``[B positives, 2B negatives]``).
+
+    ``-d/t`` is clamped at ``log(dtype max) / 2`` (:func:`_exp_neg`), so the "logit"
+    ``exp(-d/t)`` cannot overflow; above that it is GSC's.
 
     Args:
         d_pos: ``[B]`` distances of positive pairs.
@@ -57,7 +71,7 @@ def gsc_bce(d_pos: Tensor, d_neg: Tensor, t: float, weight: Tensor | None = None
     d = torch.cat([d_pos.reshape(-1, 1), d_neg.reshape(d_pos.numel(), -1)], dim=1)
     lbl = torch.zeros_like(d)
     lbl[:, 0] = 1.0
-    logits = torch.exp(-d.clamp_min(0.0) / t)
+    logits = _exp_neg(d / t)
     loss = F.binary_cross_entropy_with_logits(logits, lbl, reduction="none")
     w = None if weight is None else weight.reshape(-1, 1).expand_as(loss)
     return _weighted_mean(loss, w)
@@ -85,11 +99,11 @@ def ot_contrast_loss(d: Tensor, coef: Tensor, form: str = "bce") -> Tensor:
         coef: ``[K, B]`` weight of subgraph ``b`` in distance ``k``'s loss: ``mix_k`` times
             its mask over its group's normaliser (GSC's mean over the group's pairs for
             ``"bce"``, over its subgraphs for ``"infonce"``); 0 drops a subgraph.
-        form: ``"bce"`` (GSC: ``BCEWithLogits(exp(-d), label)``, ``d`` clamped at 0) or
+        form: ``"bce"`` (GSC: ``BCEWithLogits(exp(-d), label)``, see :func:`gsc_bce`) or
             ``"infonce"`` (cross-entropy of logits ``-d``, the positive in row 0).
     """
     if form == "bce":
-        logits = torch.exp(-d.clamp_min(0.0))
+        logits = _exp_neg(d)
         label = torch.zeros_like(logits)
         label[:, 0] = 1.0
         per = F.binary_cross_entropy_with_logits(logits, label, reduction="none").sum(dim=1)

@@ -50,12 +50,41 @@ def cosine(x: Tensor, y: Tensor, eps: float = 1e-6) -> Tensor:
     return torch.matmul(safe_normalize(x, eps=eps), safe_normalize(y, eps=eps).transpose(-1, -2))
 
 
-def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5) -> Tensor:
+def _log_cost_cap(dtype: torch.dtype) -> float:
+    """The largest log-cost ``shift="auto"`` lets through: a quarter of ``log(dtype max)``
+    (22.2 in float32), because the GW linearisation squares costs and sums them and its
+    backward multiplies by them again; ``e^{2 L}`` (1.9e19 in float32) leaves that room."""
+    return math.log(torch.finfo(dtype).max) / 4.0
+
+
+def _scope_reduce(x: Tensor, scope, how: str) -> Tensor:
+    r"""Reduce per-problem values ``x`` ``[...]`` (``amin`` or ``amax``) over the problems
+    that share a scope, and give every problem its scope's value (same shape as ``x``).
+
+    ``scope``: ``None``/``"problem"``: each problem alone (``x`` itself); ``"batch"``: every
+    problem together; an integer tensor broadcastable to ``x`` with ids in
+    ``0 .. x.numel() - 1``: problems with equal ids together. Static shapes and no host
+    read (CUDA graphs, ``torch.compile``); differentiable like ``amin``/``amax``.
+    """
+    if scope is None or (isinstance(scope, str) and scope == "problem"):
+        return x
+    if isinstance(scope, str):
+        if scope != "batch":
+            raise ValueError(f"unknown scope {scope!r} (expected 'problem', 'batch' or a tensor of ids)")
+        red = x.amin() if how == "amin" else x.amax()
+        return red.expand_as(x)
+    ids = scope.expand(x.shape).reshape(-1)
+    fill = math.inf if how == "amin" else -math.inf
+    acc = torch.full((ids.numel(),), fill, dtype=x.dtype, device=x.device)
+    acc = acc.scatter_reduce(0, ids, x.reshape(-1), how, include_self=True)
+    return acc[ids].view(x.shape)
+
+
+def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None) -> Tensor:
     r"""Transport cost between the rows of ``x`` and ``y``.
 
-    * ``form="exp"`` (GSC): :math:`C_{ij} = \exp(-\cos(x_i, y_j)/\tau - s)` with the
-      shift :math:`s = \max_{ij}(-\cos/\tau)` per problem (detached), so ``C`` lies in
-      ``(0, 1]`` whatever ``tau``; without the shift ``tau = 0.01`` overflows float32.
+    * ``form="exp"`` (GSC): :math:`C_{ij} = \exp(-\cos(x_i, y_j)/\tau - s)`; ``s`` is 0 at
+      GSC's settings, see :func:`cost_from_cosine` for ``shift``.
     * ``form="cos"`` (GOT): :math:`C_{ij} = 1 - \cos(x_i, y_j)`, in ``[0, 2]``.
 
     Args:
@@ -63,31 +92,63 @@ def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5) -> Te
         y: ``[B, m, d]``.
         form: ``"exp"`` or ``"cos"`` (default ``"exp"``).
         tau: temperature of the ``exp`` form (default ``0.5``).
+        shift: ``"auto"``, ``"always"`` or ``"never"`` (:func:`cost_from_cosine`).
+        scope: the problems one shift is taken over (:func:`prune_cost`).
     """
-    return cost_from_cosine(cosine(x, y), form, tau)
+    return cost_from_cosine(cosine(x, y), form, tau, shift, scope)
 
 
-def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5) -> Tensor:
-    """:func:`cost_matrix` from precomputed cosines ``[..., n, m]`` (so that several cost
-    matrices of one batch are made by one stacked call); the shift is per ``[n, m]`` problem."""
+def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None) -> Tensor:
+    r""":func:`cost_matrix` from precomputed cosines ``[..., n, m]`` in ``[-1, 1]`` (so that
+    several cost matrices of one batch are made by one stacked call).
+
+    ``exp`` costs are :math:`e^{-\cos/\tau - s}` with a detached shift ``s``:
+
+    * ``"never"``: ``s = 0``, GSC's ``cost_matrix_batch`` (in ``[e^{-1/tau}, e^{1/tau}]``);
+      float32 overflows once ``1/tau`` nears 88 and the GW square of the cost near 44.
+    * ``"always"``: ``s`` = the largest :math:`-\cos/\tau` of the ``scope`` (the notebook's
+      ``exp(-cos/tau - (-cos/tau).max())`` with ``scope="batch"``), so the largest cost is 1.
+    * ``"auto"`` (default): ``s = max(0, max(-cos/tau) - L)`` with ``L = log(dtype max) / 4``
+      (22.2 in float32): 0, i.e. GSC's numbers, whenever ``1/tau <= L`` (``tau >= 0.045`` in
+      float32; a cosine never exceeds 1, so this is decided without looking at the data);
+      below that, just enough shift that no cost exceeds ``e^L``, so neither the cost nor
+      its square in the GW linearisation can reach inf.
+
+    Within one scope a shift multiplies every cost by the same ``e^{-s}``, and pruning over
+    the same scope commutes with that, so a shifted pruned cost is ``e^{-s}`` times the
+    unshifted one: the W distances scale by it (the plans do not: IPOT's kernel
+    ``exp(-C/beta)`` sees the scaled cost). The shift is per ``scope``
+    (see :func:`prune_cost`).
+    """
     if form == "exp":
         logits = cos / -tau
-        shift = logits.detach().amax(dim=(-2, -1), keepdim=True)
-        return torch.exp(logits - shift)
+        if shift == "never" or (shift == "auto" and 1.0 / tau <= _log_cost_cap(cos.dtype)):
+            return torch.exp(logits)
+        if shift not in ("auto", "always"):
+            raise ValueError(f"unknown cost shift {shift!r} (expected 'auto', 'always' or 'never')")
+        top = _scope_reduce(logits.detach().amax(dim=(-2, -1)), scope, "amax")[..., None, None]
+        s = top if shift == "always" else torch.relu(top - _log_cost_cap(cos.dtype))
+        return torch.exp(logits - s)
     if form == "cos":
         return 1.0 - cos
     raise ValueError(f"unknown cost form {form!r} (expected 'exp' or 'cos')")
 
 
-def prune_cost(c: Tensor, beta: float = 0.1) -> Tensor:
-    r"""GSC's pruning ``relu(C - (min + beta (max - min)))``, min/max per problem.
+def prune_cost(c: Tensor, beta: float = 0.1, scope=None) -> Tensor:
+    r"""GSC's pruning ``relu(C - (min + beta (max - min)))``.
 
-    ``beta = 0`` subtracts only the minimum (keeps every entry's ordering).
+    ``scope`` says which problems one threshold is taken over: ``None``/``"problem"``
+    (each ``[n, m]`` problem its own min and max), ``"batch"`` (GSC: ``cos_distance.min()``
+    over the whole stacked batch, in ``wd``, ``GW_distance`` and ``cos_batch``), or an integer
+    tensor of ids broadcastable to ``c.shape[:-2]``: problems with equal ids share one
+    threshold (LightGCNOT: one per kind of cost and per group of subgraphs, i.e. per
+    GSC ``sub_loss_batch`` call). ``beta = 0`` subtracts only the minimum (keeps every
+    entry's ordering); ``beta < 0`` or None returns ``c`` unchanged.
     """
     if beta is None or beta < 0:
         return c
-    lo = c.amin(dim=(-2, -1), keepdim=True)
-    hi = c.amax(dim=(-2, -1), keepdim=True)
+    lo = _scope_reduce(c.amin(dim=(-2, -1)), scope, "amin")[..., None, None]
+    hi = _scope_reduce(c.amax(dim=(-2, -1)), scope, "amax")[..., None, None]
     return torch.relu(c - (lo + beta * (hi - lo)))
 
 
@@ -102,6 +163,7 @@ def ipot(
     n_iter: int = 40,
     n_inner: int = 1,
     log_t0: Tensor | None = None,
+    round: bool = False,
 ) -> Tensor:
     r"""IPOT (Xie et al. 2019, https://arxiv.org/abs/1802.04307), batched and log-domain.
 
@@ -113,9 +175,12 @@ def ipot(
         T^{(t+1)} = \operatorname{diag}(\delta)\, Q\, \operatorname{diag}(\sigma).
 
     With ``n_iter = 1`` and many inner steps this is Sinkhorn with ``reg = beta``; with
-    many outer steps it converges to the unregularised OT plan. The last update fixes
-    the column marginals exactly; a final row rescale-and-repair (Altschuler et al.
-    2017, "round") makes both marginals exact, so every returned plan is feasible.
+    many outer steps it converges to the unregularised OT plan. It is GSC's ``OT_batch``
+    (``sigma`` carried over the outer iterations, one inner step) computed on logs, so no
+    ``exp(-C/beta)`` underflows to 0. The last update fixes the column marginals exactly;
+    the rows are off by what the iterations have not converged. ``round=True`` then
+    rounds the plan onto both marginals (:func:`round_to_marginals`), so that it is
+    feasible; GSC does not, and the default does not either.
 
     Args:
         c: cost ``[..., n, m]``.
@@ -123,6 +188,7 @@ def ipot(
         n_iter: outer iterations (default ``40``).
         n_inner: Sinkhorn steps per outer iteration (default ``1``).
         log_t0: optional log of the starting plan (default: all ones, as in GOT/GSC).
+        round: round onto exact marginals at the end (default ``False``, GSC).
 
     Returns:
         The plan ``T`` ``[..., n, m]``.
@@ -139,7 +205,8 @@ def ipot(
             log_delta = log_a - torch.logsumexp(log_q + log_sigma, dim=-1, keepdim=True)
             log_sigma = log_b - torch.logsumexp(log_q + log_delta, dim=-2, keepdim=True)
         log_t = log_delta + log_q + log_sigma
-    return round_to_marginals(log_t.exp())
+    t = log_t.exp()
+    return round_to_marginals(t) if round else t
 
 
 def round_to_marginals(t: Tensor) -> Tensor:
@@ -162,13 +229,15 @@ def round_to_marginals(t: Tensor) -> Tensor:
     return t + err_r * err_c / norm
 
 
-def wasserstein(c: Tensor, beta: float = 0.5, n_iter: int = 40, detach_plan: bool = False):
-    r"""Wasserstein distance :math:`d_W = \sum_{ij} C_{ij} T_{ij}` with the IPOT plan.
+def wasserstein(c: Tensor, beta: float = 0.5, n_iter: int = 40, detach_plan: bool = False, round: bool = False):
+    r"""Wasserstein distance :math:`d_W = \sum_{ij} C_{ij} T_{ij}` with the IPOT plan
+    (GSC's ``OT_distance_batch``, which calls ``OT_batch`` with 40 iterations).
 
     Returns ``(d [B], T [B, n, m])``. ``detach_plan=True`` stops gradients through the
-    iterations (the envelope theorem makes ``T`` the gradient of the optimum anyway).
+    iterations (the envelope theorem makes ``T`` the gradient of the optimum anyway; GSC
+    differentiates through them). ``round``: see :func:`ipot`.
     """
-    t = ipot(c.detach() if detach_plan else c, beta=beta, n_iter=n_iter)
+    t = ipot(c.detach() if detach_plan else c, beta=beta, n_iter=n_iter, round=round)
     return batch_trace_dot(c, t), t
 
 
@@ -176,13 +245,13 @@ def gw_tensor(cs: Tensor, ct: Tensor, gamma: Tensor) -> Tensor:
     r"""The GW linearisation :math:`C_{st} - 2 C_s \gamma C_t^\top` for the square loss.
 
     :math:`C_{st} = (C_s^{\odot 2} p) 1_m^\top + 1_n (q^\top (C_t^{\odot 2})^\top)` with
-    the plan's own marginals ``p = gamma 1``, ``q = gamma^T 1``. Equals
+    the uniform marginals ``p = 1/n``, ``q = 1/m``, as GSC's ``GW_batch`` (an unrounded
+    plan's rows are not exactly ``1/n``; the linearisation is taken at the target
+    marginals, not at the plan's). Equals
     ``ot.gromov.tensor_product(*ot.gromov.init_matrix(Cs, Ct, p, q), gamma)`` and
     :math:`\langle \cdot, \gamma \rangle` equals ``ot.gromov.gwloss``.
     """
-    p = gamma.sum(dim=-1, keepdim=True)  # [..., n, 1]
-    q = gamma.sum(dim=-2, keepdim=True)  # [..., 1, m]
-    cst = torch.matmul(cs.pow(2), p) + torch.matmul(q, ct.pow(2).transpose(-1, -2))
+    cst = cs.pow(2).mean(dim=-1, keepdim=True) + ct.pow(2).mean(dim=-1).unsqueeze(-2)
     return cst - 2.0 * torch.matmul(torch.matmul(cs, gamma), ct.transpose(-1, -2))
 
 
@@ -200,13 +269,17 @@ def gromov_wasserstein(
     n_outer: int = 5,
     n_inner: int = 20,
     plan: Tensor | None = None,
+    round: bool = False,
+    detach_plan: bool = False,
 ):
     r"""Gromov–Wasserstein discrepancy (GOT / GSC), batched.
 
     Alternates ``n_outer`` times: linearise :math:`L = C_{st} - 2 C_s \gamma C_t^\top`
-    at the current ``gamma`` (detached, as in GSC) and solve it with ``n_inner`` IPOT
-    steps of ``beta``. The distance is :math:`\langle L(\gamma), P\rangle` where ``P``
-    is ``plan`` when given (GSC evaluates with the Wasserstein plan) else ``gamma`` (GOT).
+    at the current ``gamma`` and solve it with ``n_inner`` IPOT steps of ``beta``. The
+    distance is :math:`\langle L(\gamma), P\rangle` where ``P`` is ``plan`` when given
+    (GSC evaluates with the Wasserstein plan) else ``gamma`` (GOT). As in GSC's
+    ``GW_batch``, gradients flow through every iteration into ``L(gamma)``, and the
+    returned ``gamma`` is detached; ``detach_plan=True`` computes ``gamma`` without them.
 
     Args:
         cs: intra-source costs ``[..., n, n]``.
@@ -215,24 +288,37 @@ def gromov_wasserstein(
         n_outer: linearisation steps (default ``5``).
         n_inner: IPOT steps per linearisation (default ``20``).
         plan: optional plan ``[B, n, m]`` to evaluate the distance with.
+        round: round every inner plan onto exact marginals (:func:`ipot`; GSC does not).
+        detach_plan: no gradient through the iterations (default ``False``, GSC).
 
     Returns:
         ``(d [B], gamma [B, n, m])``.
     """
-    gamma = gw_plan(cs, ct, beta, n_outer, n_inner)
+    gamma = gw_plan(cs, ct, beta, n_outer, n_inner, round=round, detach=detach_plan)
     lin = gw_tensor(cs, ct, gamma)
-    return batch_trace_dot(lin, gamma if plan is None else plan), gamma
+    return batch_trace_dot(lin, gamma if plan is None else plan), gamma.detach()
 
 
-def gw_plan(cs: Tensor, ct: Tensor, beta: float = 0.1, n_outer: int = 5, n_inner: int = 20) -> Tensor:
-    r"""The Gromov–Wasserstein plan ``gamma`` alone (no gradient): ``n_outer`` times,
-    linearise at the current plan, from the product coupling, and take ``n_inner`` IPOT
-    steps of ``beta`` on the linearisation. See :func:`gromov_wasserstein`."""
+def gw_plan(
+    cs: Tensor,
+    ct: Tensor,
+    beta: float = 0.1,
+    n_outer: int = 5,
+    n_inner: int = 20,
+    round: bool = False,
+    detach: bool = True,
+) -> Tensor:
+    r"""The Gromov–Wasserstein plan ``gamma`` alone: ``n_outer`` times, linearise at the
+    current plan, from the product coupling, and take ``n_inner`` IPOT steps of ``beta`` on
+    the linearisation (GSC's ``GW_batch`` with ``gwd``'s ``lamda=0.1, iteration=5,
+    OT_iteration=20``). ``detach`` (default): no gradient; ``False``: differentiable
+    through every iteration, as GSC's ``Cgamma``. See :func:`gromov_wasserstein`."""
     gamma = _uniform_plan(cs, ct)
-    cs, ct = cs.detach(), ct.detach()
+    if detach:
+        cs, ct = cs.detach(), ct.detach()
     for _ in range(n_outer):
-        gamma = ipot(gw_tensor(cs, ct, gamma), beta=beta, n_iter=n_inner)
-    return gamma.detach()
+        gamma = ipot(gw_tensor(cs, ct, gamma), beta=beta, n_iter=n_inner, round=round)
+    return gamma.detach() if detach else gamma
 
 
 def ot_plans(
@@ -245,11 +331,13 @@ def ot_plans(
     gw_outer: int = 5,
     gw_inner: int = 20,
     fused: bool = False,
+    round_plan: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The Wasserstein plan of ``c`` and the GW plan of ``(cs, ct)`` (skipped when ``cs`` is
     None: returns an empty tensor), computed without autograd. Shapes are static, so on
     CUDA this function is captured once per shape by :class:`CudaGraphed`. ``fused``: by
-    the Triton kernels of :mod:`models.ot.fused` where they take the inputs."""
+    the Triton kernels of :mod:`models.ot.fused` where they take the inputs. ``round_plan``:
+    round every plan onto exact marginals (:func:`ipot`)."""
     w_solver, gw_solver = ipot, gw_plan
     if fused:
         from . import fused as F
@@ -257,10 +345,10 @@ def ot_plans(
         if F.supported(c, cs, ct):
             w_solver, gw_solver = F.ipot, F.gw_plan
     with torch.no_grad():
-        t = w_solver(c, beta=wd_beta, n_iter=wd_iters)
+        t = w_solver(c, beta=wd_beta, n_iter=wd_iters, round=round_plan)
         if cs is None:
             return t, torch.empty(0, device=c.device, dtype=c.dtype)
-        return t, gw_solver(cs, ct, gw_beta, gw_outer, gw_inner)
+        return t, gw_solver(cs, ct, gw_beta, gw_outer, gw_inner, round=round_plan)
 
 
 class CudaGraphed:

@@ -37,7 +37,8 @@ NOTEBOOK_ROWS = {
     "normxy_1-cd": {"ot_cost": "cos"},
     "infonce": {"ot_loss": "infonce"},
     "T_gw": {"gw_plan": "gw"},
-    "no_detach": {"ot_detach_plan": False},
+    "detach_plan": {"ot_detach_plan": True},
+    "per_problem_shift_round": {"ot_prune_scope": "problem", "ot_cost_shift": "always", "ot_round_plan": True},
     "batch_centres": {"centre_source": "batch"},
     "tiny_tau": {"ot_tau": 0.01, "ot_t_wd": 0.001, "wd_beta": 0.01, "gw_beta": 0.01},
     "no_prune_prelu": {"ot_prune": -1, "ot_gat_activation": "prelu"},
@@ -96,6 +97,10 @@ def test_every_switch_value_one_at_a_time(recbole_env):
         "ot_loss": ["bce", "infonce"],
         "ot_negatives": ["z1", "z2", "both"],
         "ot_cost": ["exp", "cos"],
+        "ot_prune_scope": ["batch", "problem"],
+        "ot_cost_shift": ["auto", "always", "never"],
+        "ot_round_plan": [False, True],
+        "ot_detach_plan": [False, True],
     }
     seen = set()
     for key, values in axes.items():
