@@ -140,12 +140,17 @@ mariadb_up() {
 
 # ---------------------------------------------------------------------------- Slurm
 
+# A machine whose Slurm this script did not set up (a real cluster) is left alone.
+check_ours() {
+  local f
+  for f in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
+    [[ ! -e $f ]] || head -n 1 "$f" | grep -qF "$MARKER" \
+      || die "$f exists and was not written by this script: this machine's Slurm is not ours to $1"
+  done
+}
+
 write_slurm_conf() {
   local host node conf=/etc/slurm/slurm.conf dbd=/etc/slurm/slurmdbd.conf
-  for f in "$conf" "$dbd"; do
-    [[ ! -e $f ]] || head -n 1 "$f" | grep -qF "$MARKER" \
-      || die "$f exists and was not written by this script: not overwriting it"
-  done
   host=$(hostname -s)
   node=$(slurmd -C | head -n 1)  # NodeName=<host> CPUs=... RealMemory=... (the node as it is)
   [[ $node == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
@@ -286,6 +291,7 @@ postgres_down() {
 case ${1:-} in
   up)
     need_root
+    check_ours "set up"
     mkdir -p "$STATE/log"
     t0=$SECONDS
     install_packages
@@ -303,6 +309,7 @@ EOF
     ;;
   down)
     need_root
+    check_ours "stop"
     t0=$SECONDS
     slurm_down
     postgres_down
