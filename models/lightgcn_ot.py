@@ -33,9 +33,10 @@ and ``ot_cost_shift=auto`` shifts costs only when float32 could overflow.
 
 Cost per batch: on a GPU this term is bound by kernel launches, not arithmetic, so it is
 written to launch few. Step 2, the negatives' pairing and the masks form one static-shape,
-no-grad function (:meth:`LightGCNOT._draw`) and the W/GW plans another; on CUDA each is
-replayed from a CUDA graph (one launch for a few hundred kernels; the default CUDA RNG is
-graph-safe). Every pair's cost comes from one stacked call and every loss (W and GW, user
+no-grad function (:meth:`LightGCNOT._draw`) and, with ``ot_detach_plan``, the W/GW plans
+another (by default the plans carry GSC's gradient, so they run eagerly with autograd); on
+CUDA each is replayed from a CUDA graph (one launch for a few hundred kernels; the default
+CUDA RNG is graph-safe). Every pair's cost comes from one stacked call and every loss (W and GW, user
 and item subgraphs) from one fused call. ``python bench/ot_ops.py`` counts the kernels.
 
 Loss terms: ``("bpr", "reg", "ot")``, plus ``"proto"`` when ``proto_weight > 0``; each
