@@ -125,31 +125,27 @@ from .simgcl import simgcl_noise
 
 __all__ = ["LightGCNOT", "kmeans", "pair_costs", "pair_loss", "scope_ids", "structure_cost", "subgraph_scope"]
 
-_DEFAULTS = {
-    "ot_weight": 1e-7, "ot_z1": "mean", "ot_z2": "gat", "ot_gat_input": "z1", "ot_gat_activation": "relu",
-    "ot_simgcl_eps": 0.1, "n_user_centres": 5, "n_item_centres": 5, "centre_source": "all", "k1": 3, "k2": 2,
-    "sample_adj": "A", "subg1_adj": "A", "a2_max_paths": 2e7, "ot_distance": "both", "ot_mix": 0.5,
-    "gw_plan": "wd", "ot_loss": "bce", "ot_negatives": "both", "ot_cost": "exp", "ot_tau": 0.5,
-    "ot_prune": 0.1, "ot_t_wd": 0.01, "ot_t_gwd": 0.1, "wd_beta": 0.5, "wd_iters": 40, "gw_beta": 0.1,
-    "gw_outer": 5, "gw_inner": 20, "ot_prune_scope": "batch", "ot_cost_shift": "auto", "ot_round_plan": False,
-    "ot_detach_plan": False, "ot_solver": "auto", "ot_compile": False, "proto_weight": 0.0, "num_clusters": 1000,
-    "proto_temp": 0.1, "proto_warmup": 20, "warmup_all": False, "kmeans_iters": 20,
-}
-_Z2 = {"gat", "next", "last", "simgcl"}
-_CHOICES = {
-    "ot_gat_activation": {"relu", "prelu", "elu", "none"},
-    "centre_source": {"all", "batch"},
-    "sample_adj": {"A", "A2", "cluster"},
-    "subg1_adj": {"A", "A2", "xx"},
-    "ot_distance": {"both", "wd", "gwd"},
-    "gw_plan": {"wd", "gw"},
-    "ot_loss": {"bce", "infonce"},
-    "ot_negatives": {"both", "z1", "z2"},
-    "ot_cost": {"exp", "cos"},
-    "ot_prune_scope": {"batch", "problem"},
-    "ot_cost_shift": {"auto", "always", "never"},
-    "ot_solver": {"auto", "triton", "torch"},
-}
+def _settings_from_yaml():
+    """``(defaults, choices, rules)`` of the OT settings, read from ``config/LightGCNOT.yaml``:
+    the one place where each setting's default and allowed values are written (the planner
+    checks specs against the same file through :mod:`models.rules`), so the model cannot
+    drift from what a spec is validated against."""
+    import yaml
+
+    from . import default_config_file, rules
+
+    path = default_config_file("LightGCNOT")
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f)
+    defaults = {k: v for k, v in values.items() if k not in _BACKBONE}
+    found = rules.read(path)
+    choices = {k: set(r.choices) for k, r in found.rules.items() if k in defaults and r.choices and r.types == ("str",)}
+    return defaults, choices, found
+
+
+_BACKBONE = frozenset({"embedding_size", "n_layers", "reg_weight", "require_pow"})
+_DEFAULTS, _CHOICES, _RULES = _settings_from_yaml()
+_Z2 = set(_RULES.rules["ot_z2"].choices)
 
 
 def _on_gpu(t) -> bool:
@@ -304,9 +300,9 @@ class LightGCNOT(LightGCNBase):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         g = {key: _cfg(config, key) for key in _DEFAULTS}
-        for key, allowed in _CHOICES.items():
-            if g[key] not in allowed:
-                raise ValueError(f"{key}={g[key]!r}: expected one of {sorted(allowed)}")
+        problem = _RULES.problem({"n_layers": self.n_layers, **g})
+        if problem:  # what the planner refuses from the same file, for callers that skip it
+            raise ValueError(problem)
         self.ot_weight = float(g["ot_weight"])
         self.z1_spec = _view_spec(g["ot_z1"])
         self.z2_spec = _view_spec(g["ot_z2"])

@@ -207,13 +207,16 @@ def test_every_recbole_model_s_own_defaults_pass_its_rules():
     assert len(wrong) > 50
 
 
-def test_lightgcn_ot_choices_agree_with_its_yaml():
-    """Until the model derives ``_CHOICES`` from its YAML, the two lists must say the same."""
+def test_lightgcn_ot_takes_its_defaults_and_choices_from_its_yaml():
+    """The model reads the file the planner validates against: no second list to drift."""
     from models import lightgcn_ot
 
     declared = model_rules.read(catalog.defaults_file("LightGCNOT")).rules
+    assert {"sample_adj", "ot_cost_shift", "ot_prune_scope"} <= set(lightgcn_ot._CHOICES)
     for key, allowed in lightgcn_ot._CHOICES.items():
         assert set(declared[key].choices) == set(allowed), key
+    defaults = catalog.model_defaults("LightGCNOT")
+    assert lightgcn_ot._DEFAULTS == {k: v for k, v in defaults.items() if k not in lightgcn_ot._BACKBONE}
 
 
 def test_a_model_can_ask_its_own_rules_what_a_planner_would_refuse():
