@@ -24,8 +24,11 @@ def plot_cmd(
     curves: Annotated[bool, typer.Option("--curves", help="Plot per-epoch loss terms and valid score of the given run ids.")] = False,
     db: DbOpt = DB_DEFAULT,
     override: Annotated[Optional[list[str]], typer.Option("--override", help="key=value the spec was run with.", show_default=False)] = None,
+    logx: Annotated[Optional[bool], typer.Option("--logx/--linx", help="Log or linear x axis (default: log when the swept values span two orders of magnitude).", show_default=False)] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Row drawn as the reference line (default: the table's, the first declared baseline).")] = None,
 ) -> None:
-    """Write a PNG: --x/--y over an experiment (mean ± std over seeds), or --curves of runs."""
+    """Write a PNG: --x/--y over an experiment (mean ± std over seeds, the baseline as a
+    reference line), or --curves of runs (one colour per run in every panel)."""
     from ablate.report import frame as frame_mod, plot as plot_mod
 
     store = open_store(db)
@@ -41,12 +44,15 @@ def plot_cmd(
         if missing:
             raise UsageError(f"no run with id {missing[0]} in {db}")
         labels = {i: f"{runs[i].name} (#{i}, seed {runs[i].seed})" for i in ids}
-        path = plot_mod.plot_curves(frame_mod.epoch_losses(store, ids), labels, out)
+        groups = {i: runs[i].name for i in ids}  # a row's seeds share a colour and marker
+        path = plot_mod.plot_curves(frame_mod.epoch_losses(store, ids), labels, out, groups)
     else:
         if not x:
             raise UsageError("--x is required (or use --curves ID...)")
         names = frame_mod.resolve_targets(store, targets, parse_overrides(override))
         data = frame_mod.load(store, names, split, with_config=True)
-        points = plot_mod.sweep_points(data, x, y, hue)
-        path = plot_mod.plot_sweep(points, x, y.lower(), out, title=", ".join(names))
+        base = plot_mod.baseline_row(data, baseline)
+        points = plot_mod.sweep_points(data, x, y, hue, exclude=(base,) if base else ())
+        path = plot_mod.plot_sweep(points, x, y.lower(), out, title=", ".join(names), logx=logx,
+                                   baseline=plot_mod.baseline_band(data, y, base))
     typer.echo(f"wrote {path}")
