@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ablate.errors import StoreError, UsageError
 from ablate.executors.base import Executor
@@ -228,12 +228,29 @@ class Summary:
         return sum(self.finished.values())
 
 
+class Planner(Protocol):
+    """Proposes runs as results come back (``ablate search``'s Optuna study) instead of a
+    fixed list. The sweep asks it for work whenever a slot is free and nothing it already
+    has is pending, and tells it every valid score and every end; it never writes the store
+    itself except to add the pending runs it proposes."""
+
+    def propose(self) -> int | None:
+        """The id of one more pending run to execute, or None when there is none for now."""
+
+    def on_valid(self, run_id: int, event: dict) -> bool:
+        """A run's valid score after an epoch; True stops the run there (``pruned``)."""
+
+    def on_finished(self, run_id: int, status: str) -> None:
+        """A run ended (its result is already in the store)."""
+
+
 class Sweep:
     """One coordinator's pass over a set of runs."""
 
     def __init__(self, store: Store, run_ids: list[int], executor: Executor, owner: str, workdir: Path,
                  timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False,
-                 stall_timeout: float | None = None):
+                 stall_timeout: float | None = None, planner: Planner | None = None):
+        self.planner = planner
         self.store, self.run_ids, self.executor, self.owner = store, run_ids, executor, owner
         self.workdir, self.timeout, self.view, self.git = workdir, timeout, view, git
         self.stall_timeout = stall_timeout
@@ -245,8 +262,14 @@ class Sweep:
         while self.executor.capacity() > 0:
             run = self.store.claim(self.run_ids, self.owner)
             if run is None:
-                return
+                more = self.planner.propose() if self.planner is not None else None
+                if more is None:
+                    return
+                self.run_ids.append(more)
+                continue
             task = make_task(run, self.workdir, self.keep_checkpoints)
+            if self.planner is not None:
+                task["verdicts"] = True  # the worker waits for an answer to each valid event
             self.executor.submit(task)
             self.in_flight[run.id] = {"task": task, "started": time.monotonic(), "run": run}
             if self.view:
@@ -267,6 +290,8 @@ class Sweep:
             self.store.add_epoch(rid, ev["epoch"], losses=ev.get("losses"), train_seconds=ev.get("train_seconds"), owner=self.owner)
         elif kind == "valid":
             self.store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"), owner=self.owner)
+            if self.in_flight[rid]["task"].get("verdicts"):
+                self.executor.answer(rid, self.planner.on_valid(rid, ev))
         elif kind == "finished":
             self._finish(rid, ev)
         if self.view:
@@ -290,6 +315,8 @@ class Sweep:
                 self.store.requeue([rid], retry=True)  # again, with one run fewer on that GPU
                 self.summary.retried += 1
                 return
+        if self.planner is not None:
+            self.planner.on_finished(rid, status.value)
         self.summary.finished[status.value] = self.summary.finished.get(status.value, 0) + 1
 
     def _check_timeouts(self) -> None:

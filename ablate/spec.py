@@ -19,6 +19,13 @@ Shape of a spec::
     grid: {k1: [0, 3], k2: [2, 30]}         # product, applied to every variant
     zip: [{sample_adj: [A, A2], subg1_adj: [A, A2]}]   # lock-step groups
     run_name: "{variant}_{k1}k1_{k2}k2"
+    search:                                 # ablate search: tune one variant with Optuna
+      variant: default
+      space: {ot_weight: {loguniform: [1.0e-8, 1.0e-5]}, k2: {int: [1, 30]}}
+      objective: {metric: ndcg@10, direction: maximize}
+      trials: 40
+      sampler: {kind: tpe, seed: 0}
+      pruner: {kind: median, startup_trials: 5}
 
 YAML is loaded with a *safe* loader (no object tags) that also reads ``1e-7`` as a
 float, as RecBole does; PyYAML alone would read it as the string "1e-7".
@@ -26,13 +33,14 @@ float, as RecBole does; PyYAML alone would read it as the string "1e-7".
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate.errors import SpecError
 
@@ -150,6 +158,132 @@ class VariantSpec(_Strict):
     run_name: str | None = None
 
 
+class Dimension(_Strict):
+    """One searched parameter: exactly one of ``loguniform: [low, high]``,
+    ``uniform: [low, high]``, ``int: [low, high]`` (both ends included) or
+    ``choice: [a, b, ...]``. ``step`` quantises ``uniform`` and ``int``."""
+
+    loguniform: list[float] | None = None
+    uniform: list[float] | None = None
+    int_: list[int] | None = Field(default=None, alias="int")
+    choice: list[Any] | None = None
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [k for k in ("loguniform", "uniform", "int_", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform, uniform, int, choice")
+        kind = given[0]
+        values = getattr(self, kind)
+        if kind == "choice":
+            if not values:
+                raise ValueError("choice must list at least one value")
+            if self.step is not None:
+                raise ValueError("step is for uniform and int")
+            return self
+        if len(values) != 2:
+            raise ValueError(f"{kind.rstrip('_')} expects [low, high], got {len(values)} value(s)")
+        low, high = values
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise ValueError(f"{kind.rstrip('_')} expects finite low < high, got [{low:g}, {high:g}]")
+        if kind == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform expects low > 0, got {low:g}")
+        if self.step is not None and (kind == "loguniform" or self.step <= 0):
+            raise ValueError("step must be > 0, and is for uniform and int")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("loguniform", "uniform", "int", "choice") if getattr(self, k.replace("int", "int_")) is not None)
+
+    @property
+    def values(self) -> list[Any]:
+        """[low, high] of a range, or the choices: the values whose configs are checked."""
+        return list(getattr(self, self.kind.replace("int", "int_")))
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Objective(_Strict):
+    """What a trial is scored by: a valid metric (its best epoch's value) and the direction."""
+
+    metric: str | None = None  # default: the runs' valid_metric
+    direction: str = "maximize"
+
+    @field_validator("direction")
+    @classmethod
+    def _direction_ok(cls, v):
+        if v not in ("maximize", "minimize"):
+            raise ValueError(f"must be maximize or minimize, got {v!r}")
+        return v
+
+
+class Sampler(_Strict):
+    kind: str = "tpe"
+    seed: int | None = None
+    startup_trials: int = Field(default=10, ge=0)  # random trials before TPE models the space
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_ok(cls, v):
+        if v not in ("tpe", "random"):
+            raise ValueError(f"must be tpe or random, got {v!r}")
+        return v
+
+
+class Pruner(_Strict):
+    """Stops a trial after an epoch whose valid score says it will not win. ``median``:
+    worse than the median of earlier trials at that epoch (after ``startup_trials``
+    finished trials and ``warmup_epochs`` epochs); ``halving``: successive halving from
+    epoch ``warmup_epochs`` on, keeping 1/``reduction_factor`` at each rung."""
+
+    kind: str = "median"
+    startup_trials: int = Field(default=5, ge=0)
+    warmup_epochs: int = Field(default=0, ge=0)
+    reduction_factor: int = Field(default=3, ge=2)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_ok(cls, v):
+        if v not in ("median", "halving", "none"):
+            raise ValueError(f"must be median, halving or none, got {v!r}")
+        return v
+
+
+def _kind_only(value):
+    """``sampler: random`` is short for ``sampler: {kind: random}`` (and so for pruner)."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class SearchSpec(_Strict):
+    """``ablate search``: which row is tuned, over what space, scored how, for how long."""
+
+    variant: str | None = None  # default: the spec's first variant
+    space: dict[str, Dimension]
+    objective: Objective = Field(default_factory=Objective)
+    trials: int = Field(default=20, ge=1)
+    sampler: Sampler = Field(default_factory=Sampler)
+    pruner: Pruner = Field(default_factory=Pruner)
+
+    @field_validator("space")
+    @classmethod
+    def _space_not_empty(cls, v):
+        if not v:
+            raise ValueError("must name at least one parameter")
+        return v
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_short(cls, v):
+        return {"metric": v} if isinstance(v, str) else v
+
+    @field_validator("sampler", "pruner", mode="before")
+    @classmethod
+    def _short(cls, v):
+        return _kind_only(v)
+
+
 class ExperimentSpec(_Strict):
     """A validated spec. ``path`` and ``source`` are filled in by :func:`load_spec`."""
 
@@ -162,6 +296,7 @@ class ExperimentSpec(_Strict):
     grid: dict[str, Axis] = Field(default_factory=dict)
     zip: list[dict[str, Axis]] = Field(default_factory=list)
     run_name: str | None = None
+    search: SearchSpec | None = None
     check_params: bool = True
     path: str = "<string>"
     source: str = ""
@@ -189,13 +324,24 @@ class ExperimentSpec(_Strict):
         return out
 
 
+def _model_at(loc: tuple) -> type[BaseModel]:
+    """The model that validates the mapping at ``loc`` (for its list of allowed keys)."""
+    if not loc:
+        return ExperimentSpec
+    if loc[0] != "search":
+        return VariantSpec
+    if len(loc) >= 3 and loc[1] == "space":
+        return Dimension
+    nested = {"objective": Objective, "sampler": Sampler, "pruner": Pruner}
+    return nested.get(loc[1], SearchSpec) if len(loc) > 1 else SearchSpec
+
+
 def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in err["loc"][:-1])
-        allowed = ExperimentSpec if not parent else VariantSpec
-        keys = sorted(k for k in allowed.model_fields if k not in {"path", "source"})
+        allowed = _model_at(err["loc"][:-1])
+        keys = sorted((f.alias or k) for k, f in allowed.model_fields.items() if k not in {"path", "source"})
         return f"{loc}: unknown key {err['loc'][-1]!r} (allowed: {', '.join(keys)})"
     if kind == "list_type":
         got = type(err.get("input")).__name__

@@ -52,6 +52,7 @@ class Status(str, enum.Enum):
     TIMEOUT = "timeout"
     INTERRUPTED = "interrupted"
     STALLED = "stalled"  # no progress for --stall-timeout: its worker was killed
+    PRUNED = "pruned"  # stopped by ablate search's pruner after an epoch; its epochs are kept, never retried
 
 
 PRIMARY_ONLY = "rerun_of IS NULL"  # a run that is not a rerun: one per key

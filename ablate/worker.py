@@ -71,6 +71,14 @@ DATA_KEYS = frozenset({
 BEAT_EVERY = 1.0
 
 
+class Pruned(Exception):
+    """The coordinator answered a valid event with "stop now" (``ablate search``'s pruner)."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned after epoch {epoch + 1}")
+        self.epoch = epoch
+
+
 class NanLoss(Exception):
     def __init__(self, epoch: int):
         super().__init__(f"training loss is NaN at epoch {epoch}")
@@ -330,13 +338,17 @@ def _oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
+def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None) -> dict:
     """Run one task to the end and return its ``finished`` event (also emitted).
 
     Never raises for a problem of the run itself: a NaN loss, an exception or an
     out-of-memory error become the run's status. ``KeyboardInterrupt`` propagates.
     ``finished`` is emitted last, once the run's log is flushed and closed: from then on
     the worker holds nothing of the run, and the coordinator may stop it at once.
+
+    ``verdict`` (a task with ``verdicts: true``, ``ablate search``) waits for the
+    coordinator's answer to each ``valid`` event: True ends the run there as ``pruned``,
+    its epochs already reported.
     """
     run_id = task["run_id"]
     run_dir = Path(task["run_dir"])
@@ -366,7 +378,7 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
                     import torch
 
                     torch.set_num_threads(int(task["threads"]))
-                event = _train(task, emit, base, state, finished, cache)
+                event = _train(task, emit, base, state, finished, cache, verdict)
             if state.get("cuda_lost"):
                 event = {**event, "retire": True}
                 if event["status"] != "done":
@@ -380,7 +392,7 @@ def execute(task: dict, emit: Emit, cache: bool = True) -> dict:
     return event
 
 
-def _train(task, emit, base, state, finished, cache):
+def _train(task, emit, base, state, finished, cache, verdict=None):
     import torch
     from recbole.config import Config
     from recbole.utils import get_trainer, init_seed
@@ -429,6 +441,8 @@ def _train(task, emit, base, state, finished, cache):
     except NanLoss as err:
         state["epoch"] = err.epoch
         return finished("nan", error=str(err), versions=run_versions(task["model"]))
+    except Pruned as err:
+        return finished("pruned", error=str(err), versions=run_versions(task["model"]))
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the run is the run's result
@@ -534,7 +548,8 @@ def _length(loader) -> int | None:
         return None
 
 
-def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None) -> None:
+def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None,
+                verdict: Callable[[], bool] | None = None) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
     The model's per-batch methods tick ``state["pulse"]`` (:class:`Pulse`).
@@ -587,6 +602,8 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict,
         if state["best_score"] is None or score_f > state["best_score"]:
             state["best_score"], state["best_epoch"] = score_f, state["epoch"]
         emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
+        if verdict is not None and verdict():
+            raise Pruned(state["epoch"])
         return score, result
 
     trainer._train_epoch, trainer._valid_epoch, trainer._check_nan = _train_epoch, _valid_epoch, _check_nan
@@ -672,8 +689,18 @@ def _serve_tasks(conn, cache: bool) -> None:
             return
         if task is None:
             return
-        event = execute(task, conn.send, cache=cache)
-        if not cache or event.get("retire"):
+        closing = []
+
+        def verdict() -> bool:
+            """The coordinator's answer to the valid event just sent: stop the run now?"""
+            answer = conn.recv()
+            if answer is None:  # asked to exit after this run: it goes on
+                closing.append(True)
+                return False
+            return bool(answer.get("stop"))
+
+        event = execute(task, conn.send, cache=cache, verdict=verdict if task.get("verdicts") else None)
+        if not cache or event.get("retire") or closing:
             return  # --no-warm, or a lost CUDA context: the executor starts a fresh process
 
 

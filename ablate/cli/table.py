@@ -82,12 +82,20 @@ def table_cmd(
     md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision, no marks).")] = False,
+    top: Annotated[Optional[int], typer.Option("--top", help="A search (ablate search): its K best trials with their parameters.")] = None,
 ) -> None:
     """Render the comparison table: best bold, second underlined, mean ± std over seeds, flags."""
     chosen = [f for f, on in (("md", md), ("latex", latex), ("csv", csv)) if on]
     if len(chosen) > 1:
         raise UsageError("choose one of --md, --latex, --csv")
     fmt = chosen[0] if chosen else "rich"
+    if top is not None:
+        from ablate import search
+
+        if top < 1 or len(targets or []) != 1 or fmt == "latex":
+            raise UsageError("--top K (K >= 1) takes one search spec or experiment, as text, --md or --csv")
+        typer.echo(search.render_top(open_store(db), targets[0], top, parse_overrides(override), fmt), nl=False)
+        return
     table, text = render_table(db, targets, overrides=parse_overrides(override), fmt=fmt,
                                metrics=_split_metrics(metrics), split=split, baseline=baseline, precision=precision,
                                sort=sort, delta=delta, reference=reference, negligible=negligible, short=short,

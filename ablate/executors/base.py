@@ -35,6 +35,11 @@ class Executor(ABC):
     def shutdown(self, kill: bool = False) -> None:
         """Release workers/jobs. ``kill`` stops running work instead of letting it end."""
 
+    def answer(self, run_id: int, stop: bool) -> None:
+        """Reply to a run's ``valid`` event when its task asked for verdicts (``ablate
+        search``): ``stop`` ends it there as ``pruned``. Only the local executor can."""
+        raise NotImplementedError(f"the {self.name} executor cannot stop a run after an epoch")
+
     def shrink(self, gpu) -> bool:
         """Run one task fewer on ``gpu`` from now on (after an out-of-memory error).
         Returns False where there is nothing to shrink."""

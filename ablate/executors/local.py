@@ -200,6 +200,14 @@ class LocalExecutor(Executor):
                 slot.process, slot.conn, slot.run_id = None, None, None
                 self._pending.append({"type": "finished", "run_id": run_id, "status": status, "error": error})
 
+    def answer(self, run_id: int, stop: bool) -> None:
+        """The verdict a worker waits for after each valid event of a search trial."""
+        for slot in self.slots:
+            if slot.run_id == run_id and slot.conn is not None:
+                with _quiet():
+                    slot.conn.send({"type": "verdict", "run_id": run_id, "stop": bool(stop)})
+                return
+
     def shrink(self, gpu) -> bool:
         same = [s for s in self.slots if s.gpu == gpu and s.enabled]
         if len(same) <= 1:
