@@ -205,11 +205,13 @@ def curve_panels(history: pd.DataFrame) -> list[str]:
     return terms + (["valid_score"] if history["valid_score"].notna().any() else [])
 
 
-def curves_figure(history: pd.DataFrame, labels: dict[int, str], groups: dict[int, str] | None = None):
+def curves_figure(history: pd.DataFrame, labels: dict[int, str], groups: dict[int, str] | None = None,
+                  palette: dict | None = None):
     """One panel per loss term plus one for the valid score; one line per run, drawn
     alike in every panel (``groups``: run id -> row, whose runs share a colour and
     marker and differ by line style); a run without a term is absent from its panel.
-    One legend for the whole figure, below the panels."""
+    One legend for the whole figure, below the panels. ``palette`` (:func:`styles` of a
+    larger set) keeps a run's look across several figures of one page."""
     if history.empty:
         raise UsageError("no per-epoch records for these runs")
     panels = curve_panels(history)
@@ -220,7 +222,7 @@ def curves_figure(history: pd.DataFrame, labels: dict[int, str], groups: dict[in
     for i in ids:
         members.setdefault(groups.get(i, str(i)), []).append(i)
     many = {g: m for g, m in members.items() if len(m) > 1}
-    look = styles([groups.get(i, str(i)) for i in ids], many)
+    look = palette if palette is not None else styles([groups.get(i, str(i)) for i in ids], many)
     run_style = {i: look.get(i, look[groups.get(i, str(i))]) for i in ids}
     cols = min(len(panels), 4)
     nrows = -(-len(panels) // cols)
