@@ -90,13 +90,12 @@ def prepare(spec: ExperimentSpec, overrides: dict | None = None) -> Search:
         raise SpecError(where, f"search.variant: no row named {row!r}{hint}", line_in(spec, ("search", "variant")))
     search = Search(spec, dict(overrides or {}), block, row, "", "", block.objective.direction,
                     experiment_name(spec, overrides))
-    plan.expand(spec, overrides)  # the spec's own runs are valid (errors at their lines)
+    own = plan.expand(spec, overrides)  # the spec's own runs are valid (errors at their lines)
     for name, dim in block.space.items():
         at = line_in(spec, ("search", "space", name))
         if dim.kind == "choice" and not all(v is None or isinstance(v, (bool, int, float, str)) for v in dim.values):
             raise SpecError(where, f"search.space.{name}: choices must be numbers, strings or booleans", at)
-    lows = {k: d.values[0] for k, d in block.space.items()}
-    first = search.run_for(lows)
+    first = next(r for r in own if r.variant == row)
     search.model = first.model
     known = catalog.known_params(first.model) if spec.check_params else None
     for name, dim in block.space.items():
@@ -110,7 +109,8 @@ def prepare(spec: ExperimentSpec, overrides: dict | None = None) -> Search:
         for value in dim.values:
             found = rules.problem(first.model, {**first.config, name: value})
             if found is not None:
-                raise SpecError(where, f"search.space.{name}: {_show(value)}: {found.message}", at)
+                raise SpecError(where, f"search.space.{name}: {found.message}", at)
+    first = search.run_for({k: d.values[0] for k, d in block.space.items()})
     effective = {**catalog.recbole_defaults(), **first.config}
     computed = rules._valid_metric_names(effective)
     metric = (block.objective.metric or str(effective.get("valid_metric") or "MRR@10")).lower()
@@ -367,8 +367,8 @@ def _frozen(t: Trial, dists: dict):
 # ---------------------------------------------------------------------------- reading back
 
 
-def open_search(store, target: str, overrides: dict | None = None) -> tuple[Search | None, str, str, str]:
-    """(search or None, experiment name, metric, direction) for a spec file or a stored
+def open_search(store, target: str, overrides: dict | None = None) -> tuple[SearchSpec, str, str, str]:
+    """(search block, experiment name, metric, direction) for a spec file or a stored
     search experiment name (its spec text is read from the store)."""
     from pathlib import Path
 
@@ -378,7 +378,7 @@ def open_search(store, target: str, overrides: dict | None = None) -> tuple[Sear
     if p.suffix in (".yaml", ".yml") or p.is_file():
         spec = spec_mod.load_spec(p)
         found = prepare(spec, overrides)
-        return found, found.name, found.metric, found.direction
+        return found.block, found.name, found.metric, found.direction
     name = target if target.endswith(SUFFIX) else target + SUFFIX
     exp = store.experiment(name)
     if exp is None or not exp.spec_text:
@@ -391,7 +391,7 @@ def open_search(store, target: str, overrides: dict | None = None) -> tuple[Sear
     if metric is None:
         trials = stored_trials(store, name, "")
         metric = str((trials[0].config if trials else {}).get("valid_metric") or "MRR@10")
-    return None, name, metric.lower(), block.objective.direction
+    return block, name, metric.lower(), block.objective.direction
 
 
 def render_top(store, target: str, k: int, overrides: dict | None = None, fmt: str = "plain") -> str:
@@ -428,3 +428,14 @@ def render_top(store, target: str, k: int, overrides: dict | None = None, fmt: s
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def plot(store, target: str, out, overrides: dict | None = None):
+    """``ablate plot TARGET --search``: see :mod:`ablate.report.search_plot`."""
+    from ablate.report.search_plot import plot_search
+
+    block, name, metric, direction = open_search(store, target, overrides)
+    trials = stored_trials(store, name, metric)
+    if not trials:
+        raise UsageError(f"search {name!r} has no trials yet")
+    return plot_search(trials, block.space, metric, direction, out, title=name)

@@ -26,12 +26,20 @@ def plot_cmd(
     override: Annotated[Optional[list[str]], typer.Option("--override", help="key=value the spec was run with.", show_default=False)] = None,
     logx: Annotated[Optional[bool], typer.Option("--logx/--linx", help="Log or linear x axis (default: log when the swept values span two orders of magnitude).", show_default=False)] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Row drawn as the reference line (default: the table's, the first declared baseline).")] = None,
+    search: Annotated[bool, typer.Option("--search", help="A search (ablate search): optimisation history and each parameter's effect.")] = False,
 ) -> None:
     """Write a PNG: --x/--y over an experiment (mean ± std over seeds, the baseline as a
     reference line), or --curves of runs (one colour per run in every panel)."""
     from ablate.report import frame as frame_mod, plot as plot_mod
 
     store = open_store(db)
+    if search:
+        from ablate import search as search_mod
+
+        if len(targets or []) != 1:
+            raise UsageError("--search takes one search spec or experiment")
+        typer.echo(f"wrote {search_mod.plot(store, targets[0], out, parse_overrides(override))}")
+        return
     if curves:
         try:
             ids = [int(t) for t in targets or []]
