@@ -217,3 +217,15 @@ def test_bad_search_settings_are_one_line_exit_2(tmp_path, db, old, new, message
     res = _invoke("search", str(_spec(tmp_path, text=text)), "--db", db)
     assert res.exit_code == 2
     assert res.output.splitlines() == [f"ablate: error: {tmp_path / message}"]
+
+
+def test_the_shipped_search_spec_prepares_on_ml100k():
+    from ablate import search
+    from ablate.spec import load_spec
+
+    found = search.prepare(load_spec(Path(__file__).resolve().parent.parent / "experiments" / "search.yaml"),
+                           {"dataset": "ml-100k"})
+    assert (found.row, found.model, found.metric, found.direction) == ("proto", "LightGCNOT", "ndcg@10", "maximize")
+    run = found.run_for({"ot_weight": 3.0e-7, "proto_weight": 2.0e-8})
+    assert (run.config["ot_weight"], run.config["proto_weight"], run.config["ot_mix"]) == (3.0e-7, 2.0e-8, 0.5)
+    assert run.name == "proto_3e-7ot_weight_2e-8proto_weight"
