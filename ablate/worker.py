@@ -275,6 +275,27 @@ def _shared(loaders, memo: dict) -> dict:
     return memo
 
 
+def _count_flops(model, dataset, config) -> None:
+    """RecBole's ``get_flops`` on the new model, logged, as ``run_recbole`` does between
+    building the model and the trainer.
+
+    Not for the count: ``get_flops`` ends with ``train(True)`` on a copy of the model, and
+    a model whose ``train()`` draws random numbers (SGL builds its augmented graphs there)
+    moves the random stream. Calling it here keeps every run's stream, and so its numbers,
+    equal to RecBole's quick start (``tests/models/test_reference_recbole.py``). A model
+    it cannot count is logged and trained all the same."""
+    from recbole.data.transform import construct_transform
+    from recbole.utils import get_flops
+
+    log = logging.getLogger()
+    try:
+        flops = get_flops(model, dataset, config["device"], log, construct_transform(config))
+    except Exception as err:  # noqa: BLE001 - a count is never worth a run
+        log.warning("FLOPs not counted: %s", f"{type(err).__name__}: {err}".splitlines()[0])
+        return
+    log.info("FLOPs: %s", flops)
+
+
 @contextlib.contextmanager
 def _adjacency_cache(model_cls, enabled: bool):
     """Reuse ``get_norm_adj_mat`` across runs that train on the same interactions.
@@ -421,8 +442,9 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         init_seed(config["seed"], config["reproducibility"])
         with _adjacency_cache(model_cls, cache):
             model = model_cls(config, train_data._dataset).to(config["device"])
+        _count_flops(model, train_data._dataset, config)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        _instrument(trainer, model, train_data, emit, base, state, valid_data)
+        _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict)
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
