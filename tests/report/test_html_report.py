@@ -228,3 +228,25 @@ def test_report_in_a_real_browser(page, tmp_path):
             assert im.size[0] >= 1000 and len(im.getcolors(1 << 20) or range(1 << 20)) > 50  # not a blank page
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_report_of_real_runs(real_db, tmp_path):
+    """Runs trained for real (2 rows x 2 seeds on ml-100k): the page's marks are --md's,
+    each row shows its curves and what differs from the baseline, and the versions the
+    worker recorded are on the page."""
+    db, spec = real_db["db"], real_db["spec"]
+    out = tmp_path / "real.html"
+    cli("report", spec, "--db", db, "-o", out)
+    html = out.read_text(encoding="utf-8")
+    texts = parse(html).texts
+    got = {("best", t) for tag, _, t in texts if tag == "strong" and "±" in t} | \
+          {("second", t) for tag, _, t in texts if tag == "u" and "±" in t}
+    assert got and got == md_marks(cli("table", spec, "--db", db, "--md"))
+    counts = next(t for tag, a, t in texts if a.get("id") == "status-counts")
+    assert " ".join(counts.split()) == "4 runs: 4 done"
+    l1 = html[html.index('<section id="row-1"'):html.index("</section>", html.index('<section id="row-1"'))]
+    assert "<h3>L1</h3>" in l1 and "<code>n_layers</code></td><td class=\"text\">1</td><td class=\"text\">2</td>" in l1
+    assert l1.count("<svg") == 1 and "valid_score" in l1
+    prov = next(t for tag, a, t in texts if tag == "table" and a.get("class") == "provenance")
+    assert "recbole=1.2.1" in prov and sorted(re.findall(r"#(\d+)", prov)) == ["1", "2", "3", "4"]
