@@ -129,6 +129,8 @@ def test_page_has_the_tables_marks_and_every_part(page):
     counts = next(t for tag, a, t in texts if a.get("id") == "status-counts")
     assert " ".join(counts.split()) == "7 runs: 6 done, 1 failed"
     assert "CUDA out of memory &lt;script&gt;alert(1)&lt;/script&gt;" in html and ERROR not in html
+    failed = [a["href"] for tag, a in tags.tags if tag == "a" and a.get("href", "").startswith("#run-")]
+    assert failed == ["#run-7"] and "run-7" in ids  # to the failed run's line in its row
     prov = next(t for tag, a, t in texts if tag == "table" and a.get("class") == "provenance")
     assert "abc123def4567" in prov and "recbole=1.2.1" in prov and "implementation=LightGCN@1+ablate@1" in prov
 
