@@ -27,6 +27,9 @@ from ablate.report import table as table_mod
 from ablate.report.table import Table
 
 ACTIVE = ("pending", "running", "done")  # statuses that are not a failure
+# Rows up to which one figure overlays every run's curves; past it the lines and the
+# legend cannot be told apart, and each row's own figure below says it all.
+OVERVIEW_ROWS = 12
 
 
 @dataclass
@@ -82,7 +85,8 @@ def _run_dict(run, frame_rec: dict) -> dict:
 
 
 def sections(frame, runs: dict[int, object], history, baseline: str | None) -> tuple[list[Section], str | None]:
-    """A :class:`Section` per table row, and an overview figure of every run's curves.
+    """A :class:`Section` per table row, and an overview figure of every run's curves
+    (up to :data:`OVERVIEW_ROWS` rows).
 
     A row's config is diffed against the baseline row's run of the same seed (its first
     run when no seed matches), as ``ablate show`` does; a row's curves keep the colour
@@ -105,7 +109,7 @@ def sections(frame, runs: dict[int, object], history, baseline: str | None) -> t
     palette = plot_mod.styles(list(frame.rows), {r: m for r, m in members.items() if len(m) > 1})
     has_history = history is not None and not history.empty
     overview = None
-    if has_history:
+    if has_history and len(frame.rows) <= OVERVIEW_ROWS:
         overview = plot_mod.to_svg(plot_mod.curves_figure(history, labels, groups, palette))
     out = []
     for row in frame.rows:
@@ -208,6 +212,7 @@ def build(db: str, targets: list[str] | None = None, *, overrides: dict | None =
         "y": y,
         "overview": overview,
         "sections": secs,
+        "has_history": history is not None and not history.empty,
         "counts": sorted(counts.items(), key=lambda kv: (ACTIVE + (kv[0],)).index(kv[0])),
         "total": len(runs),
         "failed": failed,
