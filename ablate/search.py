@@ -254,13 +254,17 @@ class StudyPlanner:
             store.requeue(again, retry=True)
         self.skipped = 0
         self.pending: list[int] = []
-        for t in stored_trials(store, search.name, search.metric):
+        now = stored_trials(store, search.name, search.metric)
+        busy = [t for t in now if t.status == "running"]
+        if busy:  # its live coordinator owns these trials and the experiment's membership
+            raise UsageError(f"{search.name}: trial {busy[0].number} (run {busy[0].run_id}) is running under another "
+                             "coordinator; one ablate search of a spec at a time")
+        for t in now:
             if t.status in UNFINISHED:
-                if t.status == "pending":
-                    self.study.enqueue_trial(t.params, skip_if_exists=False)
-                    self.trial_of[t.run_id] = self.study.ask(self.dists)
-                    self.pending.append(t.run_id)
-                continue  # running under another coordinator: its result is that one's
+                self.study.enqueue_trial(t.params, skip_if_exists=False)
+                self.trial_of[t.run_id] = self.study.ask(self.dists)
+                self.pending.append(t.run_id)
+                continue
             try:
                 self.study.add_trial(_frozen(t, self.dists))
             except ValueError:  # the space was changed since: the trial stays, outside the study
@@ -294,6 +298,7 @@ class StudyPlanner:
             self.store.sync_experiment(self.spec_named, self.runs)
             rid = _run_id(self.store, run.key)
             self.keys[run.key] = rid
+            self.store.requeue([rid], retry=True)  # failed, or its coordinator died: this trial trains it
             status = self.store.get_run(rid).status
             if status in (Status.DONE.value, Status.PRUNED.value):
                 self.answered += 1  # stored by an earlier sweep or search: told, not trained again
@@ -302,7 +307,6 @@ class StudyPlanner:
             if status == Status.RUNNING.value:  # under another coordinator: not ours to wait for
                 self.study.tell(trial, state=_state("FAIL"))
                 continue
-            self.store.requeue([rid], retry=True)  # failed elsewhere: this trial trains it again
             self.trial_of[rid] = trial
             if self.view is not None:
                 self.view.total += 1

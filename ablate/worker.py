@@ -464,6 +464,8 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         state["epoch"] = err.epoch
         return finished("nan", error=str(err), versions=run_versions(task["model"]))
     except Pruned as err:
+        if trainer is not None and not task.get("keep_checkpoints"):  # an earlier epoch's best
+            Path(trainer.saved_model_file).unlink(missing_ok=True)
         return finished("pruned", error=str(err), versions=run_versions(task["model"]))
     except KeyboardInterrupt:
         raise

@@ -128,7 +128,7 @@ def test_six_trials_pruned_rebuilt_top_plot_and_best_rerun(tmp_path, db):
 
 
 def test_resume_after_kill_9_of_the_coordinator(tmp_path, db):
-    spec = _spec(tmp_path, batch=512)  # ~1 s a trial: the kill lands mid-search
+    spec = _spec(tmp_path, batch=1024)  # ~1 s a trial: the kill lands mid-search
     cmd = [sys.executable, "-m", "ablate", "search", str(spec), "--db", db, "--jobs", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
