@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_helpers import SERVICES_ENV, SPEC, cli, metrics_by_key, services_env
+from slurm_helpers import SERVICES_ENV, SLOW_SPEC, SPEC, cli, metrics_by_key, services_env
 
 REAL_MARKERS = ("real_slurm", "real_postgres")
 
@@ -75,20 +75,43 @@ def spec(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def reference_db(tmp_path_factory) -> Path:
-    """A store holding the spec's two runs done by the local executor."""
+@pytest.fixture
+def slow_spec(tmp_path: Path) -> Path:
+    """:data:`slurm_helpers.SLOW_SPEC`: runs long enough to be stopped while they train."""
+    path = tmp_path / "slurmslow.yaml"
+    path.write_text(SLOW_SPEC, encoding="utf-8")
+    return path
+
+
+def _local_store(tmp_path_factory, text: str) -> Path:
+    """A store holding a spec's runs done by the local executor."""
     folder = tmp_path_factory.mktemp("slurm-reference")
-    spec_path = folder / "slurmtiny.yaml"
-    spec_path.write_text(SPEC, encoding="utf-8")
+    spec_path = folder / "spec.yaml"
+    spec_path.write_text(text, encoding="utf-8")
     db = folder / "local.db"
     cli("run", spec_path, "--db", db, "--jobs", "1", "--cpu")
     return db
 
 
+def _two_runs(db: Path) -> dict[str, dict[tuple[str, str], float]]:
+    out = metrics_by_key(db)
+    assert len(out) == 2 and all(len(m) == 4 for m in out.values()), out
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference_db(tmp_path_factory) -> Path:
+    """A store holding the spec's two runs done by the local executor."""
+    return _local_store(tmp_path_factory, SPEC)
+
+
 @pytest.fixture(scope="session")
 def reference(reference_db) -> dict[str, dict[tuple[str, str], float]]:
     """Metrics of the spec's two runs under the local executor, by run key."""
-    out = metrics_by_key(reference_db)
-    assert len(out) == 2 and all(len(m) == 4 for m in out.values()), out
-    return out
+    return _two_runs(reference_db)
+
+
+@pytest.fixture(scope="session")
+def slow_reference(tmp_path_factory) -> dict[str, dict[tuple[str, str], float]]:
+    """Metrics of :data:`SLOW_SPEC`'s two runs under the local executor, by run key."""
+    return _two_runs(_local_store(tmp_path_factory, SLOW_SPEC))

@@ -32,6 +32,14 @@ variants:
     params: {n_layers: 2}
 """
 
+# The same two runs trained for SLOW_EPOCHS epochs (validated once, at the end): for tests
+# that requeue or cancel a task while it trains. Slurm stops a task with SIGTERM, which
+# submitit lets pass, and SIGKILL KillWait seconds later; a one-epoch run of SPEC can end
+# within that on a quiet machine, and the stop would then land after the run.
+SLOW_EPOCHS = 20
+SLOW_SPEC = SPEC.replace("name: slurmtiny", "name: slurmslow").replace(
+    "  epochs: 1\n", f"  epochs: {SLOW_EPOCHS}\n  eval_step: {SLOW_EPOCHS}\n")
+
 SLURM_ARGS = ["--executor", "slurm", "--gpus-per-job", "0", "--array-parallelism", "2", "--time", "0:10:00"]
 
 
