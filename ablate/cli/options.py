@@ -14,6 +14,11 @@ DbOpt = Annotated[
 ]
 DB_DEFAULT = "results.db"
 SpecArg = Annotated[Path, typer.Argument(help="Experiment spec (YAML).", show_default=False)]
+# Where runs execute: the same four options on every command that trains (run, rerun, search).
+GpusOpt = Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 (default: all visible).")]
+JobsOpt = Annotated[Optional[int], typer.Option(help="Parallel runs on the CPU when there is no GPU.")]
+CpuOpt = Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")]
+WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")]
 OverrideOpt = Annotated[
     Optional[list[str]],
     typer.Option("--override", "-o", help="key=value applied to every run (YAML value: 1e-7, [10,20], true).", show_default=False),

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.cli._app import app
-from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
+from ablate.cli.options import CpuOpt, DB_DEFAULT, DbOpt, GpusOpt, JobsOpt, OverrideOpt, WorkdirOpt, parse_overrides
 from ablate.cli.table import open_store
 from ablate.errors import UsageError
 
@@ -61,12 +61,12 @@ def rerun_cmd(
     db: DbOpt = DB_DEFAULT,
     override: OverrideOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Run with this seed instead (a deliberate variation).")] = None,
-    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1.")] = None,
+    gpus: GpusOpt = None,
     per_gpu: Annotated[str, typer.Option("--per-gpu", help="Runs sharing one GPU.")] = "1",
-    jobs: Annotated[Optional[int], typer.Option(help="Parallel runs on the CPU when there is no GPU.")] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")] = False,
+    jobs: JobsOpt = None,
+    cpu: CpuOpt = False,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped.")] = None,
-    workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
+    workdir: WorkdirOpt = None,
 ) -> int:
     """Run a stored run again and say whether its metrics reproduce (exit 1 when they do not)."""
     if (run_id is None) == (failed is None):

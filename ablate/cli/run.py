@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.cli._app import app
-from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
+from ablate.cli.options import CpuOpt, DB_DEFAULT, DbOpt, GpusOpt, JobsOpt, OverrideOpt, SpecArg, WorkdirOpt, parse_overrides
 from ablate.errors import UsageError
 
 
@@ -41,17 +41,17 @@ def run_cmd(
     spec_path: SpecArg,
     db: DbOpt = DB_DEFAULT,
     override: OverrideOpt = None,
-    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 (default: all visible).")] = None,
+    gpus: GpusOpt = None,
     per_gpu: Annotated[str, typer.Option("--per-gpu", help="Runs sharing one GPU: a number, or 'auto' (by measured memory).")] = "1",
-    jobs: Annotated[Optional[int], typer.Option(help="Parallel runs on the CPU when there is no GPU.")] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")] = False,
+    jobs: JobsOpt = None,
+    cpu: CpuOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded plan and exit.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="First download the datasets the spec names that are not there (ablate data fetch).")] = False,
     force: Annotated[bool, typer.Option(help="Run every run again, even those already done.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a run is stopped (status timeout).")] = None,
     stall_timeout: Annotated[str, typer.Option("--stall-timeout", help="Stop a run that reports no progress (no batch, epoch or phase) for this long, e.g. 90s, 30m, 2h, or off (status stalled; its worker is replaced). Local runs.")] = "30m",
     log_every: Annotated[str, typer.Option("--log-every", help="When stdout is not a terminal: a progress line per run every N epochs and/or every so long, whichever comes first, e.g. 5ep, 60s, 10ep,2m, or off.")] = "10ep,60s",
-    workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
+    workdir: WorkdirOpt = None,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
     warm: Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs (--no-warm: a fresh process per run).")] = True,
     executor_kind: Annotated[str, typer.Option("--executor", help="Where runs execute: local, or slurm (job arrays through submitit).")] = "local",

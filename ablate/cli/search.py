@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.cli._app import app
-from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
+from ablate.cli.options import CpuOpt, DB_DEFAULT, DbOpt, GpusOpt, JobsOpt, OverrideOpt, SpecArg, WorkdirOpt, parse_overrides
 from ablate.errors import UsageError
 
 
@@ -27,12 +27,12 @@ def search_cmd(
     db: DbOpt = DB_DEFAULT,
     override: OverrideOpt = None,
     trials: Annotated[Optional[int], typer.Option(help="Distinct configurations to try in all (default: the spec's search.trials).")] = None,
-    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 (default: all visible).")] = None,
+    gpus: GpusOpt = None,
     per_gpu: Annotated[str, typer.Option("--per-gpu", help="Trials sharing one GPU.")] = "1",
-    jobs: Annotated[Optional[int], typer.Option(help="Parallel trials on the CPU when there is no GPU.")] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the CPU.")] = False,
+    jobs: JobsOpt = None,
+    cpu: CpuOpt = False,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds after which a trial is stopped (status timeout).")] = None,
-    workdir: Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")] = None,
+    workdir: WorkdirOpt = None,
     rerun_best: Annotated[bool, typer.Option("--rerun-best", help="Train the best trial again with --seeds instead of searching.")] = False,
     seeds: Annotated[Optional[str], typer.Option(help="With --rerun-best: seeds, e.g. 2021,2022.")] = None,
 ) -> int:
@@ -88,7 +88,7 @@ def _search(store, found, planner, slots, simulate, wd, timeout) -> int:
         counts[t.status] = counts.get(t.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     typer.echo(f"{found.name}: {len(trials)} trials ({parts}); {planner.answered} answered from the store"
-               + (f"; the space holds no more new configurations" if planner.exhausted else "")
+               + ("; the space holds no more new configurations" if planner.exhausted else "")
                + f" ({duration(time.monotonic() - t0)})")
     top = search_mod.best(trials, found.direction)
     if top:
