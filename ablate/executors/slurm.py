@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -231,7 +232,37 @@ def job_states(cluster: str, folder: Path, job_ids: Iterable[str], jobs: dict | 
         watcher.register_job(j)
     if refresh and ids:
         watcher.update()
-    return {j: _norm_state(watcher.get_state(j, mode="cache")) for j in ids}
+    states = {j: _norm_state(watcher.get_state(j, mode="cache")) for j in ids}
+    if refresh:
+        states.update(_queue_states([j for j, s in states.items() if s in ACTIVE_STATES]))
+    return states
+
+
+def _queue_states(job_ids: list[str]) -> dict[str, str]:
+    """States of live jobs as the controller holds them (``squeue``), for the ids ``sacct``
+    calls active or does not know yet.
+
+    Why: ``sacct`` reads the accounting database, which the controller fills
+    asynchronously: for a second or more after ``sbatch`` a job is missing there
+    (``UNKNOWN``), and a task that started shows ``PENDING`` a while longer. ``squeue``
+    answers from the controller itself, but forgets a job minutes after it ends, so
+    ``sacct`` stays the source for ended jobs. A failing ``squeue`` (every id purged,
+    which it reports with exit 1) leaves ``sacct``'s answer.
+    """
+    if not job_ids:
+        return {}
+    base = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T", "--jobs=" + ",".join(base)],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    wanted, states = set(job_ids), {}
+    for line in out.splitlines():
+        job, _, state = line.strip().partition("|")
+        if job in wanted and state:
+            states[job] = _norm_state(state)
+    return states
 
 
 def cancel_job(cluster: str, folder: Path, job_id: str, job=None) -> None:

@@ -218,3 +218,23 @@ def test_coordinator_killed_while_waiting_then_collect_elsewhere(spec, tmp_path,
         assert r.status == "done"
         stored_once(r)
     assert metrics_by_key(db) == reference
+
+
+def test_live_job_state_comes_from_the_controller_when_accounting_lags(tmp_path, real_slurm, monkeypatch):
+    """The accounting database learns of a job a second or more after `sbatch` (measured:
+    `sacct` printed nothing 1.5 s after submitting while `squeue` said PENDING), and `ablate
+    status` showed UNKNOWN for two running jobs. A `sacct` that knows nothing yet stands in
+    for that lag here; the job's state must still be the controller's."""
+    from ablate.executors.slurm import job_states
+
+    job = subprocess.run(["sbatch", "--parsable", "--hold", "-p", real_slurm, "--chdir", str(tmp_path),
+                          "--wrap", "true"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sacct").write_text("#!/bin/sh\nexit 0\n")
+    (shim / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    try:
+        assert job_states("slurm", tmp_path, [job]) == {job: "PENDING"}
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=30)
