@@ -131,7 +131,7 @@ def _prepare_process(threads: int | None) -> None:
 
 
 @contextlib.contextmanager
-def _torch_globals():
+def torch_globals():
     """Put back the process-wide torch settings a run may change.
 
     RecBole's ``init_seed`` flips cuDNN's ``benchmark``/``deterministic`` flags and a
@@ -156,18 +156,9 @@ def _torch_globals():
 
 
 @contextlib.contextmanager
-def _run_logging(log_path: Path):
-    """Send RecBole's root logger, warnings and the process's stdout/stderr to one file."""
+def process_output(log_path: Path):
+    """Send the process's stdout/stderr (prints, C-level warnings) to one file."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    old_handlers, old_level = root.handlers[:], root.level
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    for h in old_handlers:
-        root.removeHandler(h)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.captureWarnings(True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -183,11 +174,37 @@ def _run_logging(log_path: Path):
         os.dup2(saved[1], 2)
         for f in (*saved, fd):
             os.close(f)
+
+
+@contextlib.contextmanager
+def _run_logging(log_path: Path):
+    """Send RecBole's root logger, warnings and the process's stdout/stderr to one file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    old_handlers, old_level = root.handlers[:], root.level
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    for h in old_handlers:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        with process_output(log_path):
+            yield
+    finally:
         root.removeHandler(handler)
         handler.close()
         for h in old_handlers:
             root.addHandler(h)
         root.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def _isolated(log_path: Path):
+    """A solo run's isolation: its own log file and the process's torch settings back."""
+    with _run_logging(log_path), torch_globals():
+        yield
 
 
 def _dataset_key(config) -> str:
@@ -359,7 +376,8 @@ def _oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None) -> dict:
+def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None,
+            isolation: Callable[[Path], Any] | None = None) -> dict:
     """Run one task to the end and return its ``finished`` event (also emitted).
 
     Never raises for a problem of the run itself: a NaN loss, an exception or an
@@ -370,6 +388,10 @@ def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bo
     ``verdict`` (a task with ``verdicts: true``, ``ablate search``) waits for the
     coordinator's answer to each ``valid`` event: True ends the run there as ``pruned``,
     its epochs already reported.
+
+    ``isolation(log_path)`` is the context the run trains in: by default its own log file
+    and the process's torch settings restored after it; a fused group (:mod:`ablate.fused`)
+    gives each member a log of its own and restores the settings once for the group.
     """
     run_id = task["run_id"]
     run_dir = Path(task["run_dir"])
@@ -381,7 +403,10 @@ def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bo
     gpu = task.get("gpu")
     mps = _under_mps()
     device = "cpu" if gpu is None else f"cuda:{gpu}" + ("+mps" if mps else "")
-    emit({**base, "type": "started", "device": device, "log_path": str(log_path), "mps": mps})
+    if task.get("fused"):  # trained side by side with these runs (ablate.fused)
+        device += f"+fused{len(task['fused'])}"
+    emit({**base, "type": "started", "device": device, "log_path": str(log_path), "mps": mps,
+          "fused": task.get("fused")})
 
     def finished(status: str, **extra) -> dict:
         return {**base, "type": "finished", "status": status, "epoch": state["epoch"], "best_epoch": state["best_epoch"],
@@ -394,7 +419,7 @@ def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bo
         event = finished("failed", error=f"cannot create run folder {run_dir}: {err.strerror or err}")
     if event is None:
         try:
-            with _run_logging(log_path), _torch_globals():
+            with (isolation or _isolated)(log_path):
                 if task.get("threads"):  # the slot's share of the cores (it can change under --per-gpu auto)
                     import torch
 
@@ -723,7 +748,13 @@ def _serve_tasks(conn, cache: bool) -> None:
                 return False
             return bool(answer.get("stop"))
 
-        event = execute(task, conn.send, cache=cache, verdict=verdict if task.get("verdicts") else None)
+        if "members" in task:  # a fused group (ablate.fused): its runs train side by side
+            from ablate import fused
+
+            events = fused.execute_group(task["members"], conn.send, cache=cache)
+            event = {"retire": any(e.get("retire") for e in events)}
+        else:
+            event = execute(task, conn.send, cache=cache, verdict=verdict if task.get("verdicts") else None)
         if not cache or event.get("retire") or closing:
             return  # --no-warm, or a lost CUDA context: the executor starts a fresh process
 

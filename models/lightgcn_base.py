@@ -69,6 +69,16 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, torch.sparse.mm(ctx.adj, grad)
 
 
+# Called instead of the product when set: ``hook(adj, x, product)`` returns ``adj @ x``.
+# ``ablate.fused`` sets it while several runs train side by side in one process, to
+# multiply their embeddings by a shared adjacency in one wide product; None otherwise.
+propagation_hook = None
+
+
+def _symmetric_product(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return _SymmetricSpMM.apply(adj, x)
+
+
 def propagate_symmetric(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     r""":math:`\hat A x` for the symmetric :math:`\hat A` of :func:`normalized_adjacency`.
 
@@ -78,6 +88,8 @@ def propagate_symmetric(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     slower than an untransposed one). :math:`\hat A` is its own transpose, bit for bit
     (``dinv[row] * dinv[col]`` over a symmetric edge list), so the backward reuses it and
     gives the same gradient (``tests/models/test_models.py``)."""
+    if propagation_hook is not None:
+        return propagation_hook(adj, x, _symmetric_product)
     return _SymmetricSpMM.apply(adj, x)
 
 

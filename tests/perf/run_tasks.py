@@ -1,7 +1,8 @@
 """Run worker tasks in *this* process, one after another, and dump their events.
 
-``python run_tasks.py tasks.json out.json [--no-cache] [--threads=N]``. One process
-running several tasks is a warm worker; one process per task is a cold run. Besides the
+``python run_tasks.py tasks.json out.json [--no-cache] [--threads=N] [--fused [--shared-graph]]``. One
+process running several tasks is a warm worker; one process per task is a cold run;
+``--fused`` trains all tasks as one fused group (``ablate.fused``). Besides the
 events, it records the process-global state RecBole could leave behind after each run
 (thread count, RNG-affecting flags, logging handlers, argv, cwd) so the test can check
 that nothing leaks from one run into the next.
@@ -41,6 +42,17 @@ def main() -> None:
     threads = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--threads=")), None)
     worker._prepare_process(threads)
     out = {"before": global_state(), "runs": [], "after": []}
+    if "--fused" in sys.argv:
+        from ablate import fused
+
+        if "--shared-graph" in sys.argv:  # the GPU path (one graph, one backward), on the CPU
+            fused.SHARED_GRAPH_DEVICES.add("cpu")
+        events: list[dict] = []
+        fused.execute_group(tasks, events.append, cache=cache)
+        out["runs"] = [[e for e in events if e.get("run_id") == t["run_id"]] for t in tasks]
+        out["after"].append(global_state())
+        out["fused"] = dict(fused.STATS)
+        tasks = []
     for task in tasks:
         events: list[dict] = []
         worker.execute(task, events.append, cache=cache)
