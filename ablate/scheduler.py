@@ -249,8 +249,10 @@ class Sweep:
 
     def __init__(self, store: Store, run_ids: list[int], executor: Executor, owner: str, workdir: Path,
                  timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False,
-                 stall_timeout: float | None = None, planner: Planner | None = None):
+                 stall_timeout: float | None = None, planner: Planner | None = None, fuse: int = 1):
         self.planner = planner
+        self.fuse = fuse if planner is None else 1  # a search trial answers its pruner alone
+        self._fuse_keys: dict[int, str | None] | None = None
         self.store, self.run_ids, self.executor, self.owner = store, run_ids, executor, owner
         self.workdir, self.timeout, self.view, self.git = workdir, timeout, view, git
         self.stall_timeout = stall_timeout
@@ -267,13 +269,38 @@ class Sweep:
                     return
                 self.run_ids.append(more)
                 continue
-            task = make_task(run, self.workdir, self.keep_checkpoints)
+            runs = [run, *self._claim_partners(run)]
+            tasks = [make_task(r, self.workdir, self.keep_checkpoints) for r in runs]
             if self.planner is not None:
-                task["verdicts"] = True  # the worker waits for an answer to each valid event
-            self.executor.submit(task)
-            self.in_flight[run.id] = {"task": task, "started": time.monotonic(), "run": run}
-            if self.view:
-                self.view.queued_to_running(run)
+                tasks[0]["verdicts"] = True  # the worker waits for an answer to each valid event
+            self.executor.submit(tasks[0] if len(tasks) == 1 else {"members": tasks})
+            for r, task in zip(runs, tasks):
+                self.in_flight[r.id] = {"task": task, "started": time.monotonic(), "run": r}
+                if self.view:
+                    self.view.queued_to_running(r)
+
+    def _claim_partners(self, run: Run) -> list[Run]:
+        """Pending runs that may train side by side with ``run`` (``--fuse``), claimed."""
+        if self.fuse <= 1:
+            return []
+        from ablate.fused import fuse_key
+        from ablate.worker import DATA_KEYS
+
+        if self._fuse_keys is None:
+            self._fuse_keys = {r.id: fuse_key(r.model, r.config, DATA_KEYS)
+                               for r in self.store.runs(self.run_ids, with_children=False)}
+        key = self._fuse_keys.get(run.id)
+        if key is None:
+            return []
+        same = [rid for rid, k in self._fuse_keys.items() if k == key and rid != run.id]
+        partners: list[Run] = []
+        while same and len(partners) < self.fuse - 1:
+            more = self.store.claim(same, self.owner)
+            if more is None:
+                break
+            partners.append(more)
+            same.remove(more.id)
+        return partners
 
     def _handle(self, ev: dict) -> None:
         rid, kind = ev.get("run_id"), ev.get("type")

@@ -62,7 +62,8 @@ def stand_in_worker():
         proc = ctx.Process(target=time.sleep, args=(60,), daemon=True)
         proc.start()
         procs.append(proc)
-        return Slot(gpu=gpu, threads=4, label=f"cuda:{gpu}", process=proc, conn=parent, run_id=run_id), child
+        return Slot(gpu=gpu, threads=4, label=f"cuda:{gpu}", process=proc, conn=parent,
+                    runs=[] if run_id is None else [run_id]), child
 
     yield make
     for proc in procs:

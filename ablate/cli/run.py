@@ -24,15 +24,28 @@ def workdir_for(store, workdir: Path | None) -> Path:
     return (path.parent if path is not None else Path.cwd()) / ".ablate"
 
 
-def print_plan(runs, done_keys: set[str], console) -> None:
+def print_plan(runs, done_keys: set[str], console, fuse: int = 1) -> None:
+    """The expanded runs; with ``--fuse``, the group each pending run trains in (a group of
+    one trains alone)."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{len(runs)} runs", show_lines=False)
-    for col in ("#", "name", "variant", "model", "seed", "key", "stored"):
+    from ablate import fused
+    from ablate.worker import DATA_KEYS
+
+    pending = [(i, r.model, r.config) for i, r in enumerate(runs) if r.key not in done_keys]
+    group_of = {}
+    if fuse > 1:
+        for g, members in enumerate((m for m in fused.groups(pending, fuse, DATA_KEYS) if len(m) > 1), 1):
+            group_of.update({i: f"{g} ({len(members)})" for i in members})
+    n_groups = len({v for v in group_of.values()})
+    title = f"{len(runs)} runs" + (f", {len(group_of)} in {n_groups} fused group(s)" if fuse > 1 else "")
+    table = Table(title=title, show_lines=False)
+    for col in ("#", "name", "variant", "model", "seed", "key", "stored") + (("group",) if fuse > 1 else ()):
         table.add_column(col)
-    for i, r in enumerate(runs, 1):
-        table.add_row(str(i), escape(r.name), escape(r.variant), r.model, str(r.seed), r.key, "done" if r.key in done_keys else "")
+    for i, r in enumerate(runs):
+        row = [str(i + 1), escape(r.name), escape(r.variant), r.model, str(r.seed), r.key, "done" if r.key in done_keys else ""]
+        table.add_row(*row, *((group_of.get(i, ""),) if fuse > 1 else ()))
     console.print(table)
 
 
@@ -62,6 +75,7 @@ def run_cmd(
     slurm_folder: Annotated[Optional[Path], typer.Option("--slurm-folder", help="Shared folder for job files and results (default: WORKDIR/slurm).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
     mps: Annotated[bool, typer.Option("--mps", help="Runs packed on a GPU share it through a private CUDA MPS daemon, so their kernels run at once.")] = False,
+    fuse: Annotated[str, typer.Option("--fuse", help="Train runs of one graph backbone and data side by side in one worker, one wide propagation for all: auto (up to 8), off, or a group size. Each run keeps its own numbers.")] = "off",
 ) -> int:
     """Run an experiment spec: every variant x grid point x seed not already in the store."""
     # Under --mps, workers must be spawned after the daemon is up (they inherit its folders).
@@ -73,7 +87,11 @@ def run_cmd(
         from rich.markup import escape
 
         from ablate import plan, spec as spec_mod
+        from ablate.fused import parse_fuse
 
+        fuse_size = parse_fuse(fuse)
+        if fuse_size > 1 and executor_kind != "local":
+            raise UsageError("--fuse is for runs on this machine (--executor local)")
         overrides = parse_overrides(override)
         spec = spec_mod.load_spec(spec_path)
         if fetch:  # where the plan would look for each dataset, then the usual plan
@@ -97,7 +115,7 @@ def run_cmd(
             if Store_exists(db):
                 store = Store(db, create=False)
                 done = {r.key for r in store.runs(with_children=False) if r.status == "done" and r.rerun_of is None}
-            print_plan(runs, done, console)
+            print_plan(runs, done, console, fuse=fuse_size)
             return 0
 
         from ablate.executors.local import LocalExecutor
@@ -125,7 +143,7 @@ def run_cmd(
                       force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
                       gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,
                       slurm_folder=slurm_folder, no_wait=no_wait, stall_timeout=stall,
-                      log_every=(log_epochs, log_seconds))
+                      log_every=(log_epochs, log_seconds), fuse=fuse_size)
     finally:
         if executor is not None:
             executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
@@ -178,7 +196,7 @@ def _early_executor(gpus, per_gpu, jobs, cpu, warm):
 
 def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, *, per_gpu, force, timeout,
            workdir, keep_checkpoints, partition, gpus_per_job, time_limit, array_parallelism, slurm_folder, no_wait,
-           stall_timeout=None, log_every=(None, None)) -> int:
+           stall_timeout=None, log_every=(None, None), fuse: int = 1) -> int:
     """Store the plan, then execute what is pending on the chosen executor."""
     from ablate import plan, scheduler
     from ablate.executors import slurm
@@ -222,7 +240,8 @@ def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind,
     t0 = time.monotonic()
     with SweepView(pending, names, console, log_epochs=log_every[0], log_seconds=log_every[1]) as view:
         summary = scheduler.Sweep(store, run_ids, executor, make_owner(), wd, timeout=timeout, view=view,
-                                  git=git, keep_checkpoints=keep_checkpoints, stall_timeout=stall_timeout).run()
+                                  git=git, keep_checkpoints=keep_checkpoints, stall_timeout=stall_timeout,
+                                  fuse=fuse).run()
     parts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing"
     console.print(f"finished: {parts}" + (f"; {summary.elsewhere} still running elsewhere" if summary.elsewhere else "")
                   + (f"; {summary.retried} retried after out-of-memory" if summary.retried else "")

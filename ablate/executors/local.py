@@ -28,7 +28,12 @@ class Slot:
     enabled: bool = True
     process: mp.process.BaseProcess | None = field(default=None, repr=False)
     conn: object | None = field(default=None, repr=False)
-    run_id: int | None = None
+    runs: list[int] = field(default_factory=list)  # the run, or a fused group's runs, it trains now
+
+    @property
+    def run_id(self) -> int | None:
+        """The first run the slot trains now (None: idle)."""
+        return self.runs[0] if self.runs else None
 
     @property
     def device(self) -> str:
@@ -113,14 +118,20 @@ class LocalExecutor(Executor):
     # -------------------------------------------------------------- interface
 
     def capacity(self) -> int:
-        return sum(1 for s in self.slots if s.enabled and s.run_id is None)
+        return sum(1 for s in self.slots if s.enabled and not s.runs)
 
     def submit(self, task: dict) -> None:
-        slot = next(s for s in self.slots if s.enabled and s.run_id is None)
+        """Send a task, or a fused group (``{"members": [task, ...]}``), to a free slot."""
+        slot = next(s for s in self.slots if s.enabled and not s.runs)
         if not self._alive(slot):
             self._start(slot)
-        task = dict(task, gpu=None if self.simulate else slot.gpu, device_label=slot.device, threads=slot.threads)
-        slot.run_id = task["run_id"]
+        place = {"gpu": None if self.simulate else slot.gpu, "device_label": slot.device, "threads": slot.threads}
+        if "members" in task:
+            task = {"members": [dict(t, **place) for t in task["members"]]}
+            slot.runs = [t["run_id"] for t in task["members"]]
+        else:
+            task = dict(task, **place)
+            slot.runs = [task["run_id"]]
         slot.conn.send(task)
 
     def poll(self, timeout: float) -> list[dict]:
@@ -150,12 +161,15 @@ class LocalExecutor(Executor):
             while slot.conn is not None and slot.conn.poll():
                 ev = slot.conn.recv()
                 if ev.get("type") == "started" and self.simulate:
-                    ev["device"] = slot.device + ("+mps" if ev.get("mps") else "")  # what a GPU worker would say
+                    fused = f"+fused{len(ev['fused'])}" if ev.get("fused") else ""
+                    ev["device"] = slot.device + ("+mps" if ev.get("mps") else "") + fused  # what a GPU worker would say
                 if self.auto is not None and ev.get("peak_mem_mb") is not None and slot.gpu is not None:
                     self.observe_peak(slot.gpu, ev["peak_mem_mb"])
                 out.append(ev)
-                if ev.get("type") == "finished" and ev.get("run_id") == slot.run_id:
-                    slot.run_id = None
+                if ev.get("type") == "finished" and ev.get("run_id") in slot.runs:
+                    slot.runs.remove(ev["run_id"])
+                    if slot.runs:
+                        continue
                     if not self.cache or ev.get("retire"):
                         # --no-warm, or a worker whose CUDA context is lost: it ends; never hand
                         # it a task. It reported only after closing the run's log, so nothing of
@@ -180,30 +194,33 @@ class LocalExecutor(Executor):
     def _died(self, slot: Slot) -> list[dict]:
         slot.process.join(timeout=1)
         code = slot.process.exitcode
-        run_id, slot.run_id = slot.run_id, None
+        runs, slot.runs = slot.runs, []
         with _quiet():
             slot.conn.close()
         slot.process, slot.conn = None, None
-        if run_id is None:
-            return []
         return [{"type": "finished", "run_id": run_id, "status": "interrupted",
-                 "error": f"worker process died ({_signal_name(code)})"}]
+                 "error": f"worker process died ({_signal_name(code)})"} for run_id in runs]
 
     def cancel(self, run_id: int, status: str, error: str) -> None:
+        """Stop a run by killing its worker. The other runs of its fused group lose their
+        worker too: they end ``interrupted`` (the next ``ablate run`` trains them again)."""
         for slot in self.slots:
-            if slot.run_id == run_id and slot.process is not None:
+            if run_id in slot.runs and slot.process is not None:
                 with _quiet():
                     os.kill(slot.process.pid, signal.SIGKILL)
                 slot.process.join(timeout=5)
                 with _quiet():
                     slot.conn.close()
-                slot.process, slot.conn, slot.run_id = None, None, None
+                runs, slot.process, slot.conn, slot.runs = slot.runs, None, None, []
                 self._pending.append({"type": "finished", "run_id": run_id, "status": status, "error": error})
+                self._pending.extend({"type": "finished", "run_id": other, "status": "interrupted",
+                                      "error": f"stopped with its fused group: run {run_id} {status} ({error})"}
+                                     for other in runs if other != run_id)
 
     def answer(self, run_id: int, stop: bool) -> None:
         """The verdict a worker waits for after each valid event of a search trial."""
         for slot in self.slots:
-            if slot.run_id == run_id and slot.conn is not None:
+            if run_id in slot.runs and slot.conn is not None:
                 with _quiet():
                     slot.conn.send({"type": "verdict", "run_id": run_id, "stop": bool(stop)})
                 return
@@ -212,7 +229,7 @@ class LocalExecutor(Executor):
         same = [s for s in self.slots if s.gpu == gpu and s.enabled]
         if len(same) <= 1:
             return False
-        idle = [s for s in same if s.run_id is None] or same
+        idle = [s for s in same if not s.runs] or same
         idle[-1].enabled = False
         if self.auto is not None:
             self.auto.ceiling[str(gpu)] = len(same) - 1  # measured too optimistic: never grow back
@@ -249,7 +266,7 @@ class LocalExecutor(Executor):
         for slot in self.slots:
             if slot.process is None:
                 continue
-            if kill or slot.run_id is None:
+            if kill or not slot.runs:
                 with _quiet():
                     slot.process.kill()
             else:
@@ -258,7 +275,7 @@ class LocalExecutor(Executor):
         for slot in self.slots:
             if slot.process is None:
                 continue
-            busy = slot.run_id is not None
+            busy = bool(slot.runs)
             self._retire(slot, grace=10 if busy and not kill else 5)
 
 
