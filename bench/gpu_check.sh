@@ -6,12 +6,14 @@
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
 #      epoch_host.txt   ml-1m LightGCN epoch: RecBole's loop vs ablate.fastpath, time, equal
 #                       losses, host syncs per epoch (bench/epoch_host.py)
-#   2. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
-#                       run of bench/ot_overhead.py (target: ratio <= 1.5, with ot_detach_plan=true); the same with
-#                       PyTorch's plans instead of the Triton kernels (ot_overhead_torch.txt); and
-#                       with ot_compile=true at the end, if time is left (ot_overhead_compile.txt);
-#                       ot_overhead_gsc.txt: the default, GSC's gradient through the plans
-#   3. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
+#   2. fused.txt        4 ml-1m LightGCN runs, --fuse off vs --fuse 4 (goal: >= 3x throughput),
+#      fused8.txt       then 8 runs, --fuse off vs --fuse 8 (goal: >= 5x) (bench/fused.py)
+#   3. ot_overhead.txt  ml-1m epoch time and peak GPU memory, LightGCNOT vs LightGCN, in one
+#                       run of bench/ot_overhead.py (target: ratio <= 1.5, with ot_detach_plan=true);
+#                       ot_overhead_gsc.txt: the default, GSC's gradient through the plans;
+#                       at the end, if time is left: PyTorch's plans instead of the Triton
+#                       kernels (ot_overhead_torch.txt), then ot_compile=true (ot_overhead_compile.txt)
+#   4. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
 #                       (bench/gpu_sweep.sh; target: packed throughput >= 2.5x)
 #
 # On a bare machine with CUDA torch but without RecBole and friends, bring their wheels
@@ -27,27 +29,37 @@ cd "$(dirname "$0")/.."
 . bench/_gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 
-t "0/3 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
+t "0/4 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
 timeout 90 python3 bench/gpu_graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"
 
-t "1/3 kernels per step; host work of an epoch, RecBole's loop vs ablate's"
+t "1/4 kernels per step; host work of an epoch, RecBole's loop vs ablate's"
 timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" -p ot_detach_plan=true 2>&1 \
   | grep -v -i "warn" | tee "$OUT/ot_ops.txt" | tail -16
 timeout 120 python3 bench/epoch_host.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs 2 2>&1 \
   | grep -v -i "warn" | tee "$OUT/epoch_host.txt" | tail -4
 
-t "2/3 OT epoch overhead on ml-1m (ot_solver=auto: Triton plans), then with PyTorch's plans"
+t "2/4 fused sweeps: 4 then 8 ml-1m LightGCN runs, --fuse off vs --fuse N"
+timeout 110 python3 bench/fused.py --device cuda --dataset ml-1m --data-path "$DATA" --runs 4 --epochs 2 2>&1 \
+  | grep -v -i "warn" | tee "$OUT/fused.txt" | tail -5
+timeout 120 python3 bench/fused.py --device cuda --dataset ml-1m --data-path "$DATA" --runs 8 --epochs 1 2>&1 \
+  | grep -v -i "warn" | tee "$OUT/fused8.txt" | tail -5
+
+t "3/4 OT epoch overhead on ml-1m (ot_solver=auto: Triton plans), then GSC's gradient"
 timeout 200 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" \
   -p ot_detach_plan=true 2>&1 | grep -v -i "warn" | tee "$OUT/ot_overhead.txt" | tail -6
-timeout 150 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" \
-  -p ot_detach_plan=true -p ot_solver=torch 2>&1 | grep -v -i "warn" | tee "$OUT/ot_overhead_torch.txt" | tail -4
 timeout 150 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs 2 2>&1 \
   | grep -v -i "warn" | tee "$OUT/ot_overhead_gsc.txt" | tail -4
 
-t "3/3 packing: sequential, packed, packed under MPS"
+t "4/4 packing: sequential, packed, packed under MPS"
 EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-200} ABLATE_DATA=$DATA OUT=$OUT \
   timeout 270 bash bench/gpu_sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
 grep -E "^== |throughput|GPU util|exit" "$OUT/gpu_sweep.txt" | tail -14
+LEFT=$(( ${TOTAL_S:-570} - ($(date +%s) - START) ))
+if [ $LEFT -gt 150 ]; then
+t "extra: ot_overhead with PyTorch's plans instead of the Triton kernels"
+timeout 140 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-path "$DATA" --epochs "${OT_EPOCHS:-3}" \
+  -p ot_detach_plan=true -p ot_solver=torch 2>&1 | grep -v -i "warn" | tee "$OUT/ot_overhead_torch.txt" | tail -4
+else echo "== extra: PyTorch's plans skipped (time)"; fi
 LEFT=$(( ${TOTAL_S:-570} - ($(date +%s) - START) ))
 if [ $LEFT -gt 150 ]; then
 t "extra: ot_overhead with ot_compile=true (its first epoch, which compiles, is not timed)"
