@@ -275,7 +275,7 @@ class Sweep:
                 tasks[0]["verdicts"] = True  # the worker waits for an answer to each valid event
             self.executor.submit(tasks[0] if len(tasks) == 1 else {"members": tasks})
             for r, task in zip(runs, tasks):
-                self.in_flight[r.id] = {"task": task, "started": time.monotonic(), "run": r}
+                self.in_flight[r.id] = {"task": task, "started": time.monotonic(), "run": r, "group": len(runs)}
                 if self.view:
                     self.view.queued_to_running(r)
 
@@ -334,6 +334,12 @@ class Sweep:
             # This coordinator was taken for dead and the run requeued (possibly already
             # rerun by another): its late result is dropped, never written over the new one.
             self.summary.lost += 1
+            return
+        if status is Status.OOM and info.get("group", 1) > 1:
+            # a fused group ran out of memory: its runs go again in groups half as large
+            self.fuse = min(self.fuse, max(1, info["group"] // 2))
+            self.store.requeue([rid], retry=True)
+            self.summary.retried += 1
             return
         if status is Status.OOM:
             device = str(info.get("device") or "")

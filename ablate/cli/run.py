@@ -143,7 +143,7 @@ def run_cmd(
                       force=force, timeout=timeout, workdir=workdir, keep_checkpoints=keep_checkpoints, partition=partition,
                       gpus_per_job=gpus_per_job, time_limit=time_limit, array_parallelism=array_parallelism,
                       slurm_folder=slurm_folder, no_wait=no_wait, stall_timeout=stall,
-                      log_every=(log_epochs, log_seconds), fuse=fuse_size)
+                      log_every=(log_epochs, log_seconds), fuse=fuse_size, fuse_auto=fuse.strip().lower() == "auto")
     finally:
         if executor is not None:
             executor.shutdown(kill=True)  # no-op after a sweep; stops prestarted workers on an early exit
@@ -196,7 +196,7 @@ def _early_executor(gpus, per_gpu, jobs, cpu, warm):
 
 def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind, console, *, per_gpu, force, timeout,
            workdir, keep_checkpoints, partition, gpus_per_job, time_limit, array_parallelism, slurm_folder, no_wait,
-           stall_timeout=None, log_every=(None, None), fuse: int = 1) -> int:
+           stall_timeout=None, log_every=(None, None), fuse: int = 1, fuse_auto: bool = False) -> int:
     """Store the plan, then execute what is pending on the chosen executor."""
     from ablate import plan, scheduler
     from ablate.executors import slurm
@@ -236,6 +236,8 @@ def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind,
     if auto is not None:
         for g in sorted({s.gpu for s in slots}, key=str):
             executor.grow(g)  # past runs of the same model and dataset already say how many fit
+    if fuse > 1 and fuse_auto and any(s.gpu is not None for s in slots):
+        fuse = _auto_fuse(store, run_ids, slots, fuse)
     git = scheduler.git_commit(Path(spec_path).resolve().parent)
     t0 = time.monotonic()
     with SweepView(pending, names, console, log_epochs=log_every[0], log_seconds=log_every[1]) as view:
@@ -250,6 +252,21 @@ def _sweep(spec, spec_path, runs, overrides, db, slots, executor, executor_kind,
         console.print("interrupted: unfinished runs are marked interrupted and run again next time")
         return 130
     return 0 if set(summary.finished) <= {"done"} else 1
+
+
+def _auto_fuse(store, run_ids, slots, size: int) -> int:
+    """``--fuse auto`` on GPUs: no larger than the smallest GPU holds, by the largest peak
+    memory stored for past runs of these models and data (a fused member stores its
+    group's peak, so the estimate only errs small). Unknown peaks keep ``size``; a group
+    that runs out of memory is retried in groups half as large."""
+    from ablate.executors import packing
+
+    peak = packing.stored_peak_mb(store, run_ids)
+    totals = packing.gpu_memory_mb()
+    gpu_totals = [totals.get(str(s.gpu)) for s in slots if s.gpu is not None]
+    if peak is None or not gpu_totals or None in gpu_totals:
+        return size
+    return packing.slots_for(min(gpu_totals), peak, cap=size, context_mb=0.0)
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -123,3 +123,42 @@ def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(tiny_spec
     runs = {r.id: r for r in store.runs(ids)}
     assert [(runs[i].status, runs[i].attempts) for i in ids] == [("done", 1), ("done", 2)]
     assert runs[ids[1]].metric("test", "recall@10") == 0.25
+
+
+class FusingGpuExecutor(OneGpuExecutor):
+    """One GPU slot that takes fused groups (``{"members": [...]}``); a group of more than
+    two runs does not fit in its memory: every member ends ``oom``."""
+
+    def __init__(self):
+        super().__init__()
+        self.slots = 1
+
+    def submit(self, task):
+        members = task.get("members", [task])
+        self.log.append(tuple(t["run_id"] for t in members))
+        self.running.extend(dict(t, crowded=len(members) > 2) for t in members)
+        self.events.extend({"type": "started", "run_id": t["run_id"], "device": "cuda:0", "pid": 1} for t in members)
+
+    def capacity(self):
+        return 0 if self.running else 1
+
+    def poll(self, timeout):
+        out, self.events = self.events, []
+        if not out:
+            while self.running:
+                out.extend(OneGpuExecutor.poll(self, timeout))
+        return out
+
+
+def test_a_fused_group_out_of_memory_is_retried_in_groups_half_as_large(db, tmp_path):
+    path = tmp_path / "fuse.yaml"
+    path.write_text("name: fuse\nbase: {dataset: ml-100k, epochs: 1}\nseeds: [2020]\n"
+                    "variants:\n  lr: {model: LightGCN, grid: {learning_rate: [0.001, 0.002, 0.003, 0.004]}}\n")
+    spec = spec_mod.load_spec(path)
+    store = Store(db)
+    ids = store.experiment_run_ids(store.sync_experiment(spec, plan.expand(spec)))
+    executor = FusingGpuExecutor()
+    summary = Sweep(store, ids, executor, "me", tmp_path, fuse=4).run()
+    assert executor.log == [tuple(ids), tuple(ids[:2]), tuple(ids[2:])]
+    assert (summary.finished, summary.retried) == ({"done": 4}, 4)
+    assert [(r.status, r.attempts) for r in store.runs(ids)] == [("done", 2)] * 4
