@@ -71,7 +71,8 @@ def test_the_gpu_path_one_graph_one_backward_matches_to_rounding(runs, tmp_path)
     member's node cannot wait for the others'). That path, run here on the CPU: each
     member matches its solo run to float32 rounding, not bit for bit, because autograd
     then visits the joint graph in another order and sums some gradients in another
-    order (measured: losses within 1e-6 relative after 2 epochs)."""
+    order (measured: loss terms within 9.8e-7 relative after 2 epochs, metrics equal; the
+    test allows 1e-4 and 1e-3)."""
     import math
 
     solo, _ = runs
