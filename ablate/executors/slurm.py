@@ -72,7 +72,7 @@ def run_job(tasks: list[dict]) -> list[dict | None]:
     job_id = _job_id_here()
     gpus = _visible_gpu_ids()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    prepared = []
+    prepared, before = [], []
     for i, task in enumerate(tasks):
         t = dict(task)
         use_gpu = t.pop("use_gpu", True)
@@ -80,11 +80,15 @@ def run_job(tasks: list[dict]) -> list[dict | None]:
         t["threads"] = max(1, cores // len(tasks))
         path = Path(t.pop("events_dir")) / f"events.{job_id}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
+        done = _done_before(path, t["run_id"])
+        if done is not None:
+            before.append(done)
+            continue
         with open(path, "a", encoding="utf-8") as out:  # a header line: which job, since when
             out.write(json.dumps({"type": "job", "run_id": t["run_id"], "job_id": job_id, "time": _now_iso()}) + "\n")
         prepared.append((t, str(path)))
-    if len(prepared) == 1:
-        return [worker.run_task_standalone(*prepared[0])]
+    if len(prepared) <= 1:
+        return before + [worker.run_task_standalone(*p) for p in prepared]
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -93,7 +97,23 @@ def run_job(tasks: list[dict]) -> list[dict | None]:
         p.start()
     for p in procs:
         p.join()
-    return [None] * len(procs)
+    return before + [None] * len(procs)
+
+
+def _done_before(path: Path, run_id: int) -> dict | None:
+    """The ``done`` event an earlier start of this job already wrote for this run, if any.
+
+    A requeued job (``scontrol requeue``, preemption) gets SIGTERM and, Slurm's KillWait
+    later, SIGKILL; a run that ends in between has finished and says so in the job's
+    events file, yet Slurm starts the job again under the same id. Training it a second
+    time would waste the job (its result is stored once either way)."""
+    if not path.is_file():
+        return None
+    events, _ = read_events(path)
+    for ev in events:
+        if ev.get("run_id") == run_id and ev.get("type") == "finished" and ev.get("status") == "done":
+            return ev
+    return None
 
 
 def _leave_time_limit_to_slurm() -> None:

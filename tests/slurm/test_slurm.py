@@ -100,3 +100,28 @@ def test_no_wait_then_collect_packed_job_killed_run_idempotent(spec, tmp_path, r
     runs = {r.id: r for r in Store(str(db)).runs()}
     assert runs[2].status == "done" and runs[2].attempts == 2
     assert metrics_by_key(db) == reference
+
+
+def test_a_requeued_job_does_not_train_a_run_that_already_finished(tmp_path):
+    """Slurm requeues with SIGTERM and SIGKILL KillWait later; a run that ends in between
+    has written its ``done`` event, yet the job starts again under the same id. The new
+    start returns that event and trains nothing (the task here could not even train: its
+    model does not exist)."""
+    import json
+
+    from ablate.executors.slurm import read_events, run_job
+
+    events = tmp_path / "events"
+    events.mkdir()
+    path = events / f"events.pid{os.getpid()}.jsonl"  # the job id outside submitit
+    done = {"type": "finished", "run_id": 7, "status": "done", "metrics": {"test": {"recall@10": 0.25}}}
+    path.write_text(json.dumps({"type": "job", "run_id": 7}) + "\n" + json.dumps(done) + "\n")
+    task = {"run_id": 7, "model": "NoSuchModel", "config": {"model": "NoSuchModel", "dataset": "ml-100k"},
+            "run_dir": str(tmp_path / "runs" / "7"), "events_dir": str(events), "use_gpu": False}
+    assert run_job([task]) == [done]
+    assert read_events(path)[0] == [{"type": "job", "run_id": 7}, done]  # nothing appended
+    assert not (tmp_path / "runs").exists()
+    # a run whose earlier start did not finish it (killed mid-run) trains again
+    path.write_text(json.dumps({"type": "job", "run_id": 7}) + "\n")
+    (result,) = run_job([task])
+    assert result["status"] == "failed" and result["run_id"] == 7
