@@ -251,3 +251,25 @@ def test_the_backward_product_is_autogrades_own():
     grad = torch.randn(n, 24, generator=g)
     torch.sparse.mm(adj, x).backward(grad)
     assert torch.equal(_transposed_mm(adj, grad), x.grad)
+
+
+def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatch):
+    """`--fuse auto` on GPUs: as many members as 80% of the smallest GPU holds by the
+    largest peak stored for these models and data (a GPU of 1000 MiB, peaks of 300 MiB:
+    2); nothing stored or no GPU size: the size asked."""
+    from ablate.cli.run import _auto_fuse
+    from ablate.executors import packing
+    from ablate.executors.local import Slot
+    from ablate.store import Run, Store
+
+    store = Store(str(tmp_path / "p.db"))
+    with store.session() as s:
+        for i, peak in enumerate((300.0, None, 120.0)):
+            s.add(Run(key=f"{i:016x}", name="x", model="LightGCN", dataset="ml-1m", seed=i, config={}, status="done",
+                      peak_mem_mb=peak))
+    slots = [Slot(gpu="0"), Slot(gpu="0")]
+    monkeypatch.setattr(packing, "gpu_memory_mb", lambda: {"0": 1000.0})  # a GPU this machine does not have
+    assert _auto_fuse(store, [1, 2, 3], slots, 8) == 2
+    monkeypatch.setattr(packing, "gpu_memory_mb", lambda: {})
+    assert _auto_fuse(store, [1, 2, 3], slots, 8) == 8
+    store.engine.dispose()
