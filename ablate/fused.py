@@ -11,21 +11,25 @@ Everything else stays each member's own, and is RecBole's and ablate's unchanged
 each member runs :func:`ablate.worker.execute` (config, cached dataloaders, model,
 trainer, fit, early stopping, checkpoint, evaluation, events) in a thread of its own.
 Only one thread runs at a time: the group hands a *baton* from member to member, and a
-member gives it back only where the group must act for several members at once:
-
-* a product with a shared adjacency while its batch trains (``models.lightgcn_base.
-  propagation_hook`` for ablate's models, ``torch.sparse.mm`` for RecBole's LightGCN);
-* ``loss.backward()`` (:func:`backward`, called by :func:`ablate.fastpath.train_epoch`):
-  the members' products share one autograd graph, so the group runs one backward from
-  all their losses once every member still training has reached it.
+member gives it back only where the group must act for several members at once: a
+product with a sparse adjacency while its batch trains (``models.lightgcn_base.
+propagation_hook`` for ablate's models, ``torch.sparse.mm`` for RecBole's LightGCN).
+The group answers all waiting products with one wide product per adjacency.
 
 Each member sees its own global random streams (torch, CUDA, numpy, Python's
 ``random``): the group saves them when a member gives the baton back and restores them
 when it gets it again, so each draws exactly what its solo run draws. A member that
-ends (early stop, NaN, failure) leaves; the others go on. On the CPU each member's
-numbers equal its solo run's bit for bit (``tests/perf/test_fused.py``): a column of a
-wide COO product is computed as the narrow product computes it. On a GPU, cuSPARSE may
-pick another algorithm for a wider matrix, so agreement is to float32 rounding.
+ends (early stop, NaN, failure) leaves; the others go on.
+
+On the CPU each member's numbers equal its solo run's bit for bit
+(``tests/perf/test_fused.py``). A column of a wide COO product is computed as the narrow
+product computes it, and each member runs its own backward through autograd nodes made
+in its own thread where its solo run makes its products (:class:`_GroupProduct`), whose
+forward and backward products the group computes wide: autograd then visits each
+member's graph, and sums its gradients, in the solo order. On a GPU autograd runs nodes
+on a device thread of its own, where one member's node cannot wait for the others', so
+there the products are nodes of one graph and the group runs one backward from every
+member's loss (:func:`backward`): equal to float32 rounding.
 
 Which runs may train together is :func:`fuse_key`'s decision; the scheduler groups
 pending runs by it (``ablate run --fuse``).
@@ -332,11 +336,9 @@ class _RunLogs:
 
     @contextlib.contextmanager
     def member(self, log_path: Path):
-        import logging
+        from ablate.worker import run_log_handler
 
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler = run_log_handler(log_path)
         self.files[threading.get_ident()] = handler
         try:
             yield

@@ -176,14 +176,20 @@ def process_output(log_path: Path):
             os.close(f)
 
 
+def run_log_handler(log_path: Path) -> logging.Handler:
+    """The handler that writes a run's log records to its ``run.log``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    return handler
+
+
 @contextlib.contextmanager
 def _run_logging(log_path: Path):
     """Send RecBole's root logger, warnings and the process's stdout/stderr to one file."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     old_handlers, old_level = root.handlers[:], root.level
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler = run_log_handler(log_path)
     for h in old_handlers:
         root.removeHandler(h)
     root.addHandler(handler)
