@@ -127,8 +127,8 @@ SHARED_GRAPH_DEVICES = {"cuda"}
 class _Member:
     """One run of a group: its thread, its random streams, and what it waits for."""
 
-    def __init__(self, task: dict, index: int):
-        self.task, self.index = task, index
+    def __init__(self, task: dict):
+        self.task = task
         self.go = threading.Event()  # the baton is this member's
         self.parked = threading.Event()  # the member gave the baton back
         # ("product", adj, x, fn, graph) | ("backward", loss) | None: ended
@@ -361,12 +361,11 @@ def execute_group(tasks: list[dict], emit: Callable[[dict], None], cache: bool =
     import models.lightgcn_base as backbone
 
     ids = [t["run_id"] for t in tasks]
-    members = [_Member(dict(t, fused=ids), i) for i, t in enumerate(tasks)]
+    members = [_Member(dict(t, fused=ids)) for t in tasks]
     logs = _RunLogs()
     adjacencies = _Adjacencies()
     root = logging.getLogger()
-    first_log = Path(tasks[0]["run_dir"]) / "run.log"
-    first_log.parent.mkdir(parents=True, exist_ok=True)
+    first_log = Path(tasks[0]["run_dir"]) / "run.log"  # process_output makes its folder
     start_rng = _rng_state()
     sparse_mm = torch.sparse.mm
 
