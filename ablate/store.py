@@ -543,6 +543,115 @@ class Store:
             return dict(s.execute(q).all())
 
 
+    # ------------------------------------------------------------------ what executors and reports ask
+
+    def peak_mem_mb(self, run_ids: list[int]) -> float | None:
+        """The largest GPU memory peak recorded for runs of the same models and datasets as
+        ``run_ids`` (``--per-gpu auto`` and ``--fuse auto`` size by it)."""
+        from sqlalchemy import tuple_
+
+        with self.read() as s:
+            pairs = set(s.execute(select(Run.model, Run.dataset).where(Run.id.in_(run_ids))).all())
+            if not pairs:
+                return None
+            return s.scalar(select(func.max(Run.peak_mem_mb)).where(
+                tuple_(Run.model, Run.dataset).in_(list(pairs)), Run.peak_mem_mb.is_not(None)))
+
+    def running(self, run_ids: Iterable[int] | None = None, owner_prefix: str | None = None,
+                with_epochs: bool = False) -> list[Run]:
+        """Runs now ``running`` (among ``run_ids``; owned by ``owner_prefix...``)."""
+        from sqlalchemy.orm import selectinload
+
+        with self.read() as s:
+            q = select(Run).where(Run.status == Status.RUNNING.value)
+            if owner_prefix is not None:
+                q = q.where(Run.owner.like(owner_prefix + "%"))
+            if run_ids is not None:
+                q = q.where(Run.id.in_(list(run_ids)))
+            if with_epochs:
+                q = q.options(selectinload(Run.epochs))
+            return list(s.scalars(q.order_by(Run.id)))
+
+    def running_rows(self, run_ids: list[int] | None = None) -> list[dict]:
+        """The running runs as plain dicts of what ``ablate status`` shows (one query)."""
+        cols = [Run.id, Run.name, Run.device, Run.host, Run.epoch, Run.started_at, Run.heartbeat_at, Run.owner,
+                Run.executor, Run.job_id]
+        q = select(*cols).where(Run.status == Status.RUNNING.value).order_by(Run.id)
+        if run_ids is not None:
+            q = q.where(Run.id.in_(run_ids))
+        with self.read() as s:
+            return [dict(r._mapping) for r in s.execute(q)]
+
+    def set_job_ids(self, job_ids: dict[int, str], executor: str) -> None:
+        """Record the cluster job each run was submitted in."""
+        with self.session() as s:
+            for rid, jid in job_ids.items():
+                s.execute(update(Run).where(Run.id == rid).values(job_id=jid, executor=executor))
+
+    def save_sweep(self, owner: str, record: dict) -> None:
+        """Keep what a cluster sweep's coordinator must know to collect its runs later, from
+        any machine that sees this store (the jobs' folder, the cluster kind)."""
+        import json
+
+        with self.session() as s:
+            row = s.get(Meta, owner)
+            if row is None:
+                s.add(Meta(key=owner, value=json.dumps(record)))
+            else:
+                row.value = json.dumps(record)
+
+    def sweeps(self, owners: Iterable[str]) -> dict[str, dict]:
+        """The records :meth:`save_sweep` kept for these owners (those it has)."""
+        import json
+
+        keys = sorted(set(owners))
+        if not keys:
+            return {}
+        with self.read() as s:
+            rows = s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(keys))).all()
+        return {k: json.loads(v) for k, v in rows}
+
+    def members(self, experiment_name: str) -> list[Member]:
+        """An experiment's members in row order, each with its run, metrics and epochs
+        loaded (empty when there is no such experiment)."""
+        from sqlalchemy.orm import selectinload
+
+        with self.read() as s:
+            exp = s.scalar(select(Experiment).where(Experiment.name == experiment_name))
+            if exp is None:
+                return []
+            return list(s.scalars(
+                select(Member).where(Member.experiment_id == exp.id).order_by(Member.position)
+                .options(selectinload(Member.run).selectinload(Run.metrics),
+                         selectinload(Member.run).selectinload(Run.epochs))))
+
+    def primary_run_id(self, key: str) -> int | None:
+        """The id of the run (not a rerun) stored under ``key``."""
+        with self.read() as s:
+            return s.scalar(select(Run.id).where(Run.key == key, Run.rerun_of.is_(None)))
+
+    def baselines_beside(self, run_id: int) -> list[tuple[str, int, int]]:
+        """``(row, run id, seed)`` of the baseline runs of every experiment that holds
+        ``run_id``, in row order."""
+        with self.read() as s:
+            exp_ids = list(s.scalars(select(Member.experiment_id).where(Member.run_id == run_id)))
+            if not exp_ids:
+                return []
+            return [tuple(r) for r in s.execute(
+                select(Member.row, Run.id, Run.seed).join(Run, Run.id == Member.run_id)
+                .where(Member.experiment_id.in_(exp_ids), Member.role == "baseline").order_by(Member.position)).all()]
+
+
+def open_existing(db: str) -> Store:
+    """A store to read that must already exist: a missing SQLite file is an error, not a
+    new empty file."""
+    from ablate.storefile import store_exists
+
+    if not store_exists(db):
+        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
+    return Store(db, create=False)
+
+
 # ---------------------------------------------------------------------------- health (ablate doctor)
 
 

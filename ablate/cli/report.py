@@ -28,9 +28,9 @@ def report_cmd(
 ) -> None:
     """Write one HTML file (no network needed to open it): the table with its marks, a
     plot per grid axis, every run's curves and config diff, failures and code versions."""
-    from ablate.report import html
+    from ablate import api
 
-    context = html.build(db, targets, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
-                         split=split, baseline=baseline, precision=precision, reference=reference,
-                         negligible=negligible, y=y)
-    typer.echo(f"wrote {html.write(context, out)}")
+    path = api.report(targets, out, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
+                      split=split, baseline=baseline, precision=precision, reference=reference, negligible=negligible,
+                      y=y)
+    typer.echo(f"wrote {path}")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ablate.errors import UsageError
+from ablate.errors import OptionError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -371,7 +371,7 @@ def load(source, names: list[str], split: str = "test", with_config: bool = Fals
     grid point and full config only when asked (plots), as JSON decoding is the costly part.
     ``source``: a Store, a Snapshot or a ``--db`` value."""
     if split not in ("test", "valid"):
-        raise UsageError(f"--split must be test or valid, got {split!r}")
+        raise OptionError("split", f"must be test or valid, got {split!r}")
     with snapshot(source) as snap:
         records = _member_runs(snap, names, with_config)
         long = _metric_values(snap, names, split)

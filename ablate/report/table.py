@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ablate.errors import UsageError
+from ablate.errors import OptionError, UsageError
 from ablate.report import stats
 from ablate.report.frame import ExperimentFrame
 
@@ -166,18 +166,18 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     flags rows whose numbers older code computed."""
     metrics = [m.lower() for m in (metrics or DEFAULT_METRICS)]
     if precision < 0 or precision > 10:
-        raise UsageError(f"--precision must be between 0 and 10, got {precision}")
+        raise OptionError("precision", f"must be between 0 and 10, got {precision}")
     have = set(frame.metrics)
     if have:
         missing = [m for m in metrics if m not in have]
         if len(missing) == len(metrics):
             raise UsageError(f"none of the metrics {', '.join(missing)} was recorded (have: {', '.join(sorted(have))})")
     if baseline is not None and baseline not in frame.rows:
-        raise UsageError(f"--baseline {baseline!r} is not a row of this table (rows: {', '.join(frame.rows[:10])})")
+        raise OptionError("baseline", f"is not a row of this table (rows: {', '.join(frame.rows[:10])})", value=repr(baseline), sep=" ")
     if baseline is None:
         baseline = next((r for r in frame.rows if frame.role.get(r) == "baseline"), None)
     if sort is not None and sort.lower() not in metrics:
-        raise UsageError(f"--sort {sort!r} is not one of the shown metrics ({', '.join(metrics)})")
+        raise OptionError("sort", f"is not one of the shown metrics ({', '.join(metrics)})", value=repr(sort), sep=" ")
 
     # Column by column over all rows at once (numpy), then one pass that makes the cells:
     # per-cell pandas lookups and per-row t-tests cost seconds on 10,000 runs.
@@ -322,35 +322,35 @@ def _reference_file(data: dict, where: str) -> tuple[list[dict], dict]:
     silently missing numbers."""
     unknown = [k for k in data if k not in REFERENCE_KEYS]
     if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(REFERENCE_KEYS)})")
+        raise OptionError("reference", f"unknown key {unknown[0]!r} (allowed: {', '.join(REFERENCE_KEYS)})", value=where)
     source = data.get("source")
     if not isinstance(source, str) or not source.strip() or "\n" in source.strip():
-        raise UsageError(f"{where}: source: give the paper and table the numbers come from, on one line")
+        raise OptionError("reference", "source: give the paper and table the numbers come from, on one line", value=where)
     split = data.get("split", "test")
     if split not in ("test", "valid"):
-        raise UsageError(f"{where}: split: must be test or valid, got {split!r}")
+        raise OptionError("reference", f"split: must be test or valid, got {split!r}", value=where)
     dataset = data.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
-        raise UsageError(f"{where}: dataset: must be a name such as ml-1m, got {dataset!r}")
+        raise OptionError("reference", f"dataset: must be a name such as ml-1m, got {dataset!r}", value=where)
     rows = data.get("rows")
     if not isinstance(rows, dict) or not rows:
-        raise UsageError(f"{where}: rows: must map each row name to its metrics, e.g. LightGCN: {{recall@10: 0.1876}}")
+        raise OptionError("reference", f"rows: must map each row name to its metrics, e.g. LightGCN: {{recall@10: 0.1876}}", value=where)
     records = []
     for name, values in rows.items():
         if not isinstance(values, dict) or not values:
-            raise UsageError(f"{where}: rows.{name}: must map metrics to numbers, e.g. {{recall@10: 0.1876}}")
+            raise OptionError("reference", f"rows.{name}: must map metrics to numbers, e.g. {{recall@10: 0.1876}}", value=where)
         rec: dict = {"name": str(name)}
         for metric, value in values.items():
             key = str(metric).lower()
             kind, at, k = key.partition("@")
             if not kind.isalpha() or (at and not k.isdigit()):
-                raise UsageError(f"{where}: rows.{name}.{metric}: not a metric name (as recall@10, ndcg@20, mrr@10)")
+                raise OptionError("reference", f"rows.{name}.{metric}: not a metric name (as recall@10, ndcg@20, mrr@10)", value=where)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"{where}: rows.{name}.{metric}: must be a number, got {value!r}")
+                raise OptionError("reference", f"rows.{name}.{metric}: must be a number, got {value!r}", value=where)
             if kind in FRACTIONS and not 0 <= value <= 1:
-                raise UsageError(f"{where}: rows.{name}.{metric}: {value} is not between 0 and 1 (a percentage?)")
+                raise OptionError("reference", f"rows.{name}.{metric}: {value} is not between 0 and 1 (a percentage?)", value=where)
             if key in rec:
-                raise UsageError(f"{where}: rows.{name}: {metric} given twice")
+                raise OptionError("reference", f"rows.{name}: {metric} given twice", value=where)
             rec[key] = float(value)
         records.append(rec)
     label = source.strip() + (f" ({dataset}, {split} split)" if dataset else f" ({split} split)")
@@ -370,9 +370,9 @@ def load_reference(path: Path, split: str | None = None) -> pd.DataFrame:
     import pandas as pd
 
     p = Path(path)
-    where = f"--reference {path}"
+    where = str(path)
     if not p.is_file():
-        raise UsageError(f"{where}: no such file")
+        raise OptionError("reference", "no such file", value=where)
     attrs = {"source": p.name, "split": None}
     try:
         if p.suffix.lower() == ".csv":
@@ -389,27 +389,54 @@ def load_reference(path: Path, split: str | None = None) -> pd.DataFrame:
                 if isinstance(data, dict):
                     data = [{"name": k, **(v or {})} for k, v in data.items()]
                 if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-                    raise UsageError(f"{where}: expected source, split and rows (see ablate table --help), a mapping name -> metrics or a list of rows")
+                    raise OptionError("reference", "expected source, split and rows (see ablate table --help), a mapping name -> metrics or a list of rows", value=where)
                 records = []
                 for d in data:
                     name = d.get("name", d.get("model"))
                     if name is None:
-                        raise UsageError(f"{where}: a row has no name")
+                        raise OptionError("reference", "a row has no name", value=where)
                     records.append({"name": str(name), **{k: v for k, v in d.items() if k not in ("name", "model")}})
             df = pd.DataFrame(records).set_index("name")
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - pandas/yaml errors become one line
-        raise UsageError(f"{where}: {str(err).splitlines()[0]}") from None
+        raise OptionError("reference", str(err).splitlines()[0], value=where) from None
     if split is not None and attrs["split"] is not None and attrs["split"] != split:
-        raise UsageError(f"{where}: its numbers are on the {attrs['split']} split; the table shows {split} (--split)")
+        raise OptionError("reference", f"its numbers are on the {attrs['split']} split; the table shows the {split} split", value=where)
     df.columns = [str(c).lower() for c in df.columns]
     try:
         df = df.apply(pd.to_numeric)
     except (ValueError, TypeError) as err:
-        raise UsageError(f"{where}: non-numeric value ({err})") from None
+        raise OptionError("reference", f"non-numeric value ({err})", value=where) from None
     df.attrs.update(attrs)
     return df
+
+
+def from_store(db: str, targets: list[str] | None = None, *, overrides: dict | None = None,
+               metrics: list[str] | None = None, split: str = "test", baseline: str | None = None, precision: int = 4,
+               sort: str | None = None, delta: bool = False, reference: Path | None = None,
+               negligible: float = NEGLIGIBLE) -> Table:
+    """The table of stored experiments (spec files or names; default the latest), every
+    mark decided (:func:`build`).
+
+    All reads happen in one read-only snapshot of the store (on SQLite: without
+    SQLAlchemy, see :mod:`ablate.report.frame`)."""
+    from ablate.errors import StoreError
+    from ablate.report import frame as frame_mod
+    from ablate.storefile import store_exists
+
+    if not store_exists(db):
+        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
+    with frame_mod.snapshot(db) as snap:
+        names = frame_mod.resolve_targets(snap, targets, overrides)
+        data = frame_mod.load(snap, names, split)
+        if not data.rows:
+            raise UsageError(f"experiment {', '.join(names)} has no runs")
+        losses = frame_mod.loss_history(snap, data.done_variant_ids())
+        older = frame_mod.older_implementations(snap, data.run_ids())
+    ref = load_reference(reference, split) if reference is not None else None
+    return build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta, reference=ref,
+                 losses=losses, negligible=negligible, older=older)
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -525,8 +552,10 @@ def to_latex(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_frame(table: Table) -> pd.DataFrame:
-    """The table as data (full precision, no marks): one line per row, summary left out."""
+def to_frame(table: Table, marks: bool = False) -> pd.DataFrame:
+    """The table as data (full precision): one line per row, summary left out. With
+    ``marks``, each metric's decisions too: ``_rank`` (best, second or empty, as the
+    rendered table bolds and underlines) and ``_sig`` (the significance mark)."""
     import pandas as pd
 
     records = []
@@ -542,6 +571,9 @@ def to_frame(table: Table) -> pd.DataFrame:
             rec[f"{m}_p"] = c.p
             if m in with_delta:
                 rec[f"{m}_delta"] = c.delta
+            if marks:
+                rec[f"{m}_rank"] = c.rank
+                rec[f"{m}_sig"] = c.sig
         rec["note"] = "; ".join(row.flags)
         records.append(rec)
     return pd.DataFrame(records)
