@@ -15,9 +15,11 @@ hits / |positives| needs no more than float32's 7 digits; the exact means are ke
 elsewhere, as RecBole's float64 average). :func:`encode` / :func:`decode` turn it into a
 small self-describing byte string for the store: a 16-byte header (magic ``ABPU``, format
 version, codec, counts), the column names, then int32 user ids and float32 values
-column by column, zlib-compressed. ml-1m's 6,040 users x 6 columns take 169 KB raw and
-about 50 to 90 KB encoded, depending on how many values are zero (``bench/significance.py``
-prints the size).
+column by column, zlib-compressed (byte-shuffling the floats first compresses these
+values worse, not better: many users share the same fraction). ml-1m's 6,040 users x 6
+columns are 169 KB raw and 73 KB encoded when a third to a half of the values are zero
+(``bench/significance.py``); the real ml-100k runs of the test fixture (943 x 4) take
+8.5 KB of 18.9 KB, and 3.5 KB for a barely trained model whose values are mostly 0.
 
 How seeds combine (:func:`pair`). Runs pair only when they share a seed: a seed fixes
 the split (RecBole's random ordering of each user's interactions) and the
@@ -202,26 +204,53 @@ def pair(row: Mapping[int, PerUser], baseline: Mapping[int, PerUser], column: st
     that paired it, so every user counts once (see the module docstring). A seed whose
     runs lack ``column`` is left out. No common seed: an empty :class:`Paired`.
     """
-    seeds = tuple(sorted(s for s in row if s in baseline and column in row[s].columns and column in baseline[s].columns))
-    ids, va, vb = [], [], []
-    for s in seeds:
-        r, base = row[s], baseline[s]
-        common, ir, ib = np.intersect1d(r.users, base.users, assume_unique=True, return_indices=True)
-        ids.append(common)
-        va.append(r.column(column)[ir].astype(np.float64))
-        vb.append(base.column(column)[ib].astype(np.float64))
-    if not ids:
+    return pair_columns(row, baseline, [column])[column]
+
+
+def pair_columns(row: Mapping[int, PerUser], baseline: Mapping[int, PerUser],
+                 columns: Sequence[str]) -> dict[str, Paired]:
+    """:func:`pair` for several columns, matching each seed's users once (a table pairs
+    61 rows x 6 columns: the matching, not the gathering, is what costs)."""
+    aligned: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    out = {}
+    for column in columns:
+        seeds = tuple(sorted(s for s in row if s in baseline and column in row[s].columns and column in baseline[s].columns))
+        for s in seeds:
+            if s not in aligned:
+                aligned[s] = _align(row[s], baseline[s])
+        out[column] = _combine(
+            [(aligned[s][0], row[s].column(column)[aligned[s][1]], baseline[s].column(column)[aligned[s][2]]) for s in seeds],
+            seeds)
+    return out
+
+
+def _align(r: PerUser, b: PerUser) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(common user ids sorted, their rows in ``r``, their rows in ``b``)."""
+    if np.array_equal(r.users, b.users):  # the same split evaluates the same users in the same order
+        order = np.argsort(r.users, kind="stable")
+        return r.users[order], order, order
+    return np.intersect1d(r.users, b.users, assume_unique=True, return_indices=True)
+
+
+def _combine(per_seed: list[tuple[np.ndarray, np.ndarray, np.ndarray]], seeds: tuple[int, ...]) -> Paired:
+    """Per-user means over the seeds of (users, row values, baseline values) per seed."""
+    if not per_seed:
         empty = np.zeros(0)
         return Paired(np.zeros(0, np.int32), empty, empty.copy(), np.zeros(0, np.int64), seeds)
+    ids = [u for u, _, _ in per_seed]
+    if all(np.array_equal(ids[0], u) for u in ids[1:]):  # the same users in every seed
+        users = ids[0]
+        a = np.mean([x.astype(np.float64) for _, x, _ in per_seed], axis=0) if len(ids) > 1 else per_seed[0][1].astype(np.float64)
+        b = np.mean([y.astype(np.float64) for _, _, y in per_seed], axis=0) if len(ids) > 1 else per_seed[0][2].astype(np.float64)
+        return Paired(users.astype(np.int32), a, b, np.full(len(users), len(ids), np.int64), seeds)
     users = np.unique(np.concatenate(ids))
     sum_a, sum_b, count = np.zeros(len(users)), np.zeros(len(users)), np.zeros(len(users), np.int64)
-    for common, x, y in zip(ids, va, vb):
+    for common, x, y in per_seed:
         at = np.searchsorted(users, common)
         sum_a[at] += x
         sum_b[at] += y
         count[at] += 1
-    keep = count > 0
-    return Paired(users[keep].astype(np.int32), sum_a[keep] / count[keep], sum_b[keep] / count[keep], count[keep], seeds)
+    return Paired(users.astype(np.int32), sum_a / count, sum_b / count, count, seeds)
 
 
 def stack(pairs: Sequence[Paired]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,6 +262,8 @@ def stack(pairs: Sequence[Paired]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     if not pairs:
         return np.zeros(0, np.int32), np.zeros((0, 0)), np.zeros((0, 0))
+    if all(np.array_equal(pairs[0].users, p.users) for p in pairs[1:]):  # every row paired the same users
+        return pairs[0].users.copy(), np.stack([p.a for p in pairs]), np.stack([p.b for p in pairs])
     users = np.unique(np.concatenate([p.users for p in pairs])).astype(np.int32)
     a = np.full((len(pairs), len(users)), np.nan)
     b = np.full((len(pairs), len(users)), np.nan)

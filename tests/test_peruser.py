@@ -216,3 +216,26 @@ def test_peruser_imports_only_numpy():
     code = "import sys, ablate.peruser; print(sorted(m for m in ('torch', 'pandas', 'scipy', 'sqlalchemy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_pair_columns_equals_pair_column_by_column_whatever_the_users_order(ml100k):
+    z = ml100k
+    row = {s: _run(z, "weak", s) for s in (2020, 2021)}
+    base = {s: _run(z, "base", s) for s in (2020, 2021)}
+    both = peruser.pair_columns(row, base, list(z["columns"]))
+    rng = np.random.default_rng(1)
+    shuffled = {}
+    for s, pu in row.items():  # every run in its own order, one user missing from the row in 2021
+        order = rng.permutation(len(pu))[: len(pu) - (s == 2021)]
+        shuffled[s] = PerUser(pu.users[order], pu.columns, pu.values[order])
+    for column in z["columns"]:
+        one = peruser.pair(row, base, column)
+        np.testing.assert_array_equal(both[column].users, one.users)
+        np.testing.assert_array_equal(both[column].d, one.d)
+        moved = peruser.pair(shuffled, base, column)
+        missing = np.setdiff1d(row[2021].users, shuffled[2021].users)
+        assert len(moved) == 943 and moved.n_seeds[np.searchsorted(moved.users, missing)].tolist() == [1]
+        keep = ~np.isin(one.users, missing)
+        np.testing.assert_allclose(moved.d[keep], one.d[keep], rtol=1e-12, atol=0)
+    _, a, b = peruser.stack([both["recall@10"], both["ndcg@10"]])
+    np.testing.assert_array_equal(a, np.stack([both["recall@10"].a, both["ndcg@10"].a]))

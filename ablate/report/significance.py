@@ -438,7 +438,8 @@ def bootstrap_ci(a, b, n_resamples: int = N_RESAMPLES, seed: int = 0, level: flo
     (linear interpolation) of the B = ``n_resamples`` statistics.
 
     Vectorised: the resample counts of a batch are a matrix W (BATCH x users), so the
-    sums of every row are one product W @ A. Rows that paired the same users share
+    sums of every row are one product W @ A (a baseline that several rows share is
+    summed once). Rows that paired the same users share
     draws; each such group draws from its own ``default_rng(seed)`` exactly as
     ``scipy.stats.bootstrap((a, b), ..., paired=True, method='percentile',
     batch=BATCH, rng=numpy.random.default_rng(seed))`` does, so a row's interval equals
@@ -466,13 +467,14 @@ def bootstrap_ci(a, b, n_resamples: int = N_RESAMPLES, seed: int = 0, level: flo
         if n == 0:
             continue
         ga, gb = A[np.ix_(idx, cols)], B[np.ix_(idx, cols)]
-        shared_b = bool((gb == gb[:1]).all())
+        distinct: dict[bytes, int] = {}  # rows of one column share the baseline: its sums once
+        which = np.array([distinct.setdefault(row.tobytes(), len(distinct)) for row in gb])
+        first = np.unique(which, return_index=True)[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             est[idx] = _delta(ga.sum(axis=1), gb.sum(axis=1), n, relative)
         theta = np.empty((n_resamples, len(idx)))
         rng = np.random.default_rng(seed)
-        at = ga.T.copy()
-        bt = gb[0] if shared_b else gb.T.copy()
+        at, bt = ga.T.copy(), gb[first].T.copy()
         buffer = np.empty((min(BATCH, n_resamples), n))
         for start in range(0, n_resamples, BATCH):
             size = min(BATCH, n_resamples - start)
@@ -480,8 +482,7 @@ def bootstrap_ci(a, b, n_resamples: int = N_RESAMPLES, seed: int = 0, level: flo
             w = buffer[:size]
             for r in range(size):  # row by row into one buffer: cache-sized, no page faults
                 w[r] = np.bincount(draw[r], minlength=n)
-            sa = w @ at
-            sb = (w @ bt)[:, None] if shared_b else w @ bt
+            sa, sb = w @ at, (w @ bt)[:, which]
             with np.errstate(divide="ignore", invalid="ignore"):
                 theta[start:start + size] = _delta(sa, sb, n, relative)
         low[idx], high[idx] = np.quantile(theta, q, axis=0)

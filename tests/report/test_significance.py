@@ -429,6 +429,16 @@ def test_bootstrap_rows_at_once_equal_each_row_alone():
     per_row = sg.bootstrap_ci(rows, np.broadcast_to(base, rows.shape).copy(), n_resamples=1_500, seed=3)
     np.testing.assert_allclose(per_row.low, ci.low, rtol=1e-12, equal_nan=True)
     assert ci.low.shape == (6,) and sg.bootstrap_ci(rows.reshape(2, 3, 500), base, n_resamples=100).low.shape == (2, 3)
+    # columns x rows, one baseline per column: each cell as if alone
+    base2 = np.clip(base + rng.normal(0, 0.05, 500), 0, 1)
+    a2 = np.stack([rows[[0, 1, 4]], rows[[5, 4, 0]]])
+    b2 = np.stack([base, base2])[:, None, :]
+    ci2 = sg.bootstrap_ci(a2, b2, n_resamples=1_200, seed=8)
+    for c in range(2):
+        for r in range(3):
+            one = sg.bootstrap_ci(a2[c, r], b2[c, 0], n_resamples=1_200, seed=8)
+            assert ci2.low[c, r] == pytest.approx(float(one.low), rel=1e-12)
+            assert ci2.high[c, r] == pytest.approx(float(one.high), rel=1e-12)
 
 
 def test_bootstrap_interval_narrows_with_level_and_covers_a_known_shift():
