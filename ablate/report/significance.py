@@ -157,9 +157,9 @@ def wilcoxon_pvalues(d) -> np.ndarray:
     """Two-sided Wilcoxon signed-rank p-values, equal to ``scipy.stats.wilcoxon(d).pvalue``
     with its defaults, shape ``d.shape[:-1]``.
 
-    Zeros are dropped ('wilcox'); ranks of |d| are averaged over ties. scipy's
-    ``method='auto'`` (scipy 1.15 and later) decides by n, the cell's number of users
-    *including* zeros:
+    Zeros are dropped ('wilcox'); ranks of |d| are averaged over ties. ``method='auto'``
+    decides by n, the cell's number of users *including* zeros, as scipy 1.17 does (the
+    tests compare with the installed scipy, so a change of its rule shows there):
 
     * n > 50: the normal approximation, without continuity correction, with the tie
       correction of the variance: z = (R+ - m(m+1)/4) / sqrt((m(m+1)(2m+1) - sum(t^3 -
@@ -193,11 +193,10 @@ def wilcoxon_pvalues(d) -> np.ndarray:
         lo = int(math.floor(r))
         ge = cum[-1] - (cum[lo - 1] if lo > 0 else 0)  # P(R+ >= floor r) * 2**m
         p[i] = min(1.0, 2 * min(le, ge) / 2.0 ** m[i])
-    for i in np.flatnonzero(permute):
-        r = ranks[i][use[i]] * (x[i][use[i]] > 0)  # observed: ranks of the positive ones
+    for i in np.flatnonzero(permute):  # flipping a zero changes nothing: 2**m patterns, same proportions as 2**n
         rk = ranks[i][use[i]]
-        null = (_sign_patterns(len(rk)) > 0) @ rk
-        le, ge = _two_sided_counts(null, float(r.sum()))
+        null = (_sign_patterns(len(rk)) > 0) @ rk  # R+ under every sign flip (ranks of |d| do not move)
+        le, ge = _two_sided_counts(null, float(r_plus[i]))
         p[i] = min(1.0, 2 * min(le, ge) / len(null))
     if normal.any():
         from scipy.special import ndtr

@@ -471,6 +471,19 @@ def test_footnotes_name_test_users_seeds_correction_and_alpha(ml100k):
     assert sg.ci_note(ci) == "95% CI of Δ: paired bootstrap over users, 100 resamples (seed 0), percentile"
 
 
+def test_one_user_all_zero_and_missing_cells():
+    d = np.array([[0.25, np.nan, np.nan], [0.0, 0.0, np.nan], [np.nan] * 3, [-0.5, np.nan, 0.5]])
+    assert np.isnan(sg.t_pvalues(d)[:3]).all()  # one user: no variance; all zero; no users
+    assert sg.t_pvalues(d)[3] == pytest.approx(1.0)
+    assert sg.wilcoxon_pvalues(d)[0] == scipy_wilcoxon([0.25]) == 1.0
+    assert np.isnan(sg.wilcoxon_pvalues(d)[1:3]).all()
+    # one user: both signs equally likely, p = 1 (scipy's permutation_test refuses n = 1)
+    assert sg.randomization_pvalues(d)[0] == 1.0 and np.isnan(sg.randomization_pvalues(d)[1:3]).all()
+    assert sg.randomization_pvalues(d)[3] == scipy_randomization(np.array([-0.5, 0.5])) == 1.0
+    c = sg.compare(d)
+    assert c.family == 1 and c.n.tolist() == [1, 2, 0, 2] and np.isnan(c.mean[2]) and c.mean[3] == 0.0
+
+
 def test_unknown_test_is_an_error():
     with pytest.raises(ValueError, match="unknown test 'sign'"):
         sg.compare(np.zeros((2, 3)), test="sign")
