@@ -222,7 +222,7 @@ def randomization_pvalues(d, n_resamples: int = N_RESAMPLES, seed: int = 0) -> n
 
     * exact, when 2**n <= ``n_resamples``: every sign vector, p = 2 min(#{null <= obs},
       #{null >= obs}) / 2**n, at most 1 (equal within scipy's 100 eps relative
-      tolerance); this equals scipy's p exactly;
+      tolerance); this equals scipy's p exactly, the sums being computed in scipy's order;
     * otherwise Monte Carlo with B = ``n_resamples`` random sign vectors:
       p = 2 min(#{null <= obs} + 1, #{null >= obs} + 1) / (B + 1), at most 1 (the
       observed arrangement counted once: never 0, a valid p-value). Its standard error
@@ -242,7 +242,11 @@ def randomization_pvalues(d, n_resamples: int = N_RESAMPLES, seed: int = 0) -> n
     exact = nonzero & (2.0 ** np.minimum(n, 1023) <= n_resamples)
     for i in np.flatnonzero(exact):
         v = x[i][ok[i]]
-        null = np.mean(_sign_patterns(len(v)) * v, axis=1)
+        # Summed left to right as scipy sums its null distribution (its resamples reach the
+        # statistic as a strided array, which numpy reduces in order); the observed mean by
+        # np.mean (pairwise), as scipy computes it. Sums that are equal in exact arithmetic
+        # can differ in the last bits (0.1 + 0.1 ...): only the same order gives the same counts.
+        null = np.cumsum(_sign_patterns(len(v)) * v, axis=1)[:, -1] / len(v)
         le, ge = _two_sided_counts(null, float(np.mean(v)))
         p[i] = min(1.0, 2 * min(le, ge) / len(null))
     mc = nonzero & ~exact
