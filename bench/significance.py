@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -101,13 +103,16 @@ def child(path: Path, what: str, resamples: int, repeat: int) -> dict:
     code = CHILD.format(root=str(ROOT), path=str(path), what=what, resamples=resamples)
     runs = []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if p.returncode != 0:
             raise RuntimeError(p.stderr[-3000:])
         res = json.loads(p.stdout.strip().splitlines()[-1])
         res["wall"] = wall
+        res["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         runs.append(res)
     return {k: (statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k]) for k in runs[0]}
 
@@ -131,15 +136,17 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import numpy"], check=True)
             bare.append(time.perf_counter() - t)
         print(f"\nfresh process each, median of {args.repeat}; 'in process' = from the first import to the answer, "
-              f"data loading and pairing excluded (python -c 'import numpy': {statistics.median(bare):.2f} s wall)")
-        print(f"{'':34s} {'imports':>8s} {'pair':>6s} {'test':>6s} {'in process':>11s} {'wall':>6s}  scipy loaded")
+              f"data loading and pairing excluded (python -c 'import numpy': {statistics.median(bare):.2f} s wall); "
+              f"'cpu' = the whole process's user + system seconds (load average now {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores)")
+        print(f"{'':34s} {'imports':>8s} {'pair':>6s} {'test':>6s} {'in process':>11s} {'wall':>6s} {'cpu':>6s}  scipy loaded")
         for label, what, resamples in (("user-t + Holm", "user-t", 0), ("wilcoxon + Holm", "wilcoxon", 0),
                                        ("randomization 10,000 + Holm", "randomization", 10_000),
                                        ("bootstrap CI, 10,000 resamples", "ci", 10_000),
                                        ("bootstrap CI, 2,000 resamples", "ci", 2_000)):
             r = child(path, what, resamples or 10_000, args.repeat)
             print(f"  {label:32s} {r['imports']:7.2f}s {r['pair']:5.2f}s {r['work']:5.2f}s {r['imports'] + r['work']:10.2f}s "
-                  f"{r['wall']:5.2f}s  {', '.join(r['scipy']) or '-'}  ({r['tested']} cells)")
+                  f"{r['wall']:5.2f}s {r['cpu']:5.2f}s  {', '.join(r['scipy']) or '-'}  ({r['tested']} cells)")
 
     from ablate import peruser
 
