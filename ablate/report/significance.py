@@ -517,7 +517,10 @@ def footnote(comparison: Comparison, seeds=None) -> str:
     where = "" if not seeds else (f" (seed {seeds[0]})" if len(seeds) == 1
                                   else f" (seeds {', '.join(map(str, seeds))}; per-user mean over seeds)")
     family = f"{comparison.family} comparison{'' if comparison.family == 1 else 's'}"
-    corr = f"{CORRECTIONS[comparison.correction]} over {family}" if comparison.correction != "none" else f"no correction ({family})"
+    if comparison.correction == "none":
+        corr = f"no correction ({family})"
+    else:
+        corr = f"{CORRECTIONS[comparison.correction]} over {family}"
     return f"{name} over {users}{where}, {corr}, α={comparison.alpha:g}"
 
 
