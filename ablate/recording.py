@@ -10,6 +10,7 @@ attempt.
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 
 from ablate.messages import RESULT_FIELDS
@@ -48,6 +49,7 @@ def apply(store, ev: dict, *, owner: str, executor: str | None = None, git: str 
         return store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"), owner=owner)
     if kind == "finished":
         fields = {k: ev[k] for k in RESULT_FIELDS if ev.get(k) is not None}
+        per_user = {split: base64.b64decode(text) for split, text in (ev.get("per_user") or {}).items()}
         return store.finish(rid, Status(ev["status"]), metrics=ev.get("metrics"), error=ev.get("error"), owner=owner,
-                            **fields)
+                            exact=ev.get("exact"), per_user=per_user, **fields)
     return True

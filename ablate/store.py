@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (
-    JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine,
+    JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine,
     event, func, select, text, update,
 )
 from sqlalchemy.engine import Engine
@@ -165,9 +165,27 @@ class Metric(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     split: Mapped[str] = mapped_column(String(16))  # valid | test
     name: Mapped[str] = mapped_column(String(64))  # recall@10 ...
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)  # as RecBole reports it: rounded to metric_decimal_place
+    exact: Mapped[float | None] = mapped_column(Float)  # the unrounded mean RecBole rounds (None: not kept)
     run: Mapped[Run] = relationship(back_populates="metrics")
     __table_args__ = (UniqueConstraint("run_id", "split", "name", name="uq_metric"),)
+
+    @property
+    def full(self) -> float:
+        """The value at full precision where it was kept, else RecBole's rounded one."""
+        return self.value if self.exact is None else self.exact
+
+
+class UserValues(Base):
+    """Each evaluated user's metric values on one split of a run (``ablate.peruser``'s
+    compact encoding), written with the run's result: what per-user tests pair."""
+
+    __tablename__ = "per_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (UniqueConstraint("run_id", "split", name="uq_per_user"),)
 
 
 class Epoch(Base):
@@ -197,7 +215,20 @@ def _migrate_1_to_2(conn) -> None:
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN peak_mem_mb FLOAT")
 
 
-MIGRATIONS = {1: _migrate_1_to_2}  # from version -> function upgrading to version + 1
+def _migrate_2_to_3(conn) -> None:
+    """v2 kept RecBole's rounded metrics only: the unrounded mean goes beside it (the
+    per-user table is new, made by ``create_all``)."""
+    if conn.dialect.name == "sqlite":
+        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
+    else:
+        from sqlalchemy import inspect
+
+        cols = {c["name"] for c in inspect(conn).get_columns("metrics")}
+    if "exact" not in cols:
+        conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN exact FLOAT")
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # from version -> function upgrading to version + 1
 
 
 # ---------------------------------------------------------------------------- engine
@@ -457,6 +488,7 @@ class Store:
                 if won:
                     s.query(Metric).filter(Metric.run_id == rid).delete()
                     s.query(Epoch).filter(Epoch.run_id == rid).delete()
+                    s.query(UserValues).filter(UserValues.run_id == rid).delete()
                     return s.get(Run, rid)
         return None
 
@@ -496,8 +528,13 @@ class Store:
             return True
 
     def finish(self, run_id: int, status: Status, *, metrics: dict[str, dict[str, float]] | None = None,
-               error: str | None = None, owner: str | None = None, **fields) -> bool:
-        """Write a run's outcome. With ``owner``, only if that owner still holds it."""
+               error: str | None = None, owner: str | None = None, exact: dict[str, dict[str, float]] | None = None,
+               per_user: dict[str, bytes] | None = None, **fields) -> bool:
+        """Write a run's outcome. With ``owner``, only if that owner still holds it.
+
+        ``metrics``: RecBole's values (rounded); ``exact``: the same means unrounded;
+        ``per_user``: split -> encoded per-user values. All in the one transaction that
+        sets the status, so a ``done`` run never lacks what was sent with it."""
         with self.session() as s:
             run = s.get(Run, run_id)
             if run is None or (owner is not None and (run.owner != owner or run.status != Status.RUNNING.value)):
@@ -512,8 +549,15 @@ class Store:
             if metrics:
                 s.query(Metric).filter(Metric.run_id == run_id).delete()
                 for split, values in metrics.items():
+                    full = (exact or {}).get(split) or {}
                     for name, value in values.items():
-                        s.add(Metric(run_id=run_id, split=split, name=name, value=float(value)))
+                        unrounded = full.get(name)
+                        s.add(Metric(run_id=run_id, split=split, name=name, value=float(value),
+                                     exact=None if unrounded is None else float(unrounded)))
+            if per_user:
+                s.query(UserValues).filter(UserValues.run_id == run_id).delete()
+                for split, data in per_user.items():
+                    s.add(UserValues(run_id=run_id, split=split, data=bytes(data)))
             return True
 
     # ------------------------------------------------------------------ reading
@@ -624,6 +668,16 @@ class Store:
                 select(Member).where(Member.experiment_id == exp.id).order_by(Member.position)
                 .options(selectinload(Member.run).selectinload(Run.metrics),
                          selectinload(Member.run).selectinload(Run.epochs))))
+
+    def per_user(self, run_ids: Iterable[int], split: str = "test") -> dict[int, bytes]:
+        """The encoded per-user values of these runs on ``split`` (runs without any left out)."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.read() as s:
+            rows = s.execute(select(UserValues.run_id, UserValues.data)
+                             .where(UserValues.run_id.in_(ids), UserValues.split == split)).all()
+        return {int(r): bytes(d) for r, d in rows}
 
     def primary_run_id(self, key: str) -> int | None:
         """The id of the run (not a rerun) stored under ``key``."""

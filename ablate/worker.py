@@ -33,6 +33,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ablate.capture import EvaluationCapture
 from ablate.messages import Task
 from ablate.sharing import DATA_KEYS
 
@@ -458,7 +459,8 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
             model = model_cls(config, train_data._dataset).to(config["device"])
         _count_flops(model, train_data._dataset, config)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict)
+        capture = EvaluationCapture(trainer, config["USER_ID_FIELD"])
+        _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict, capture)
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
@@ -473,7 +475,8 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         if not task.get("keep_checkpoints"):
             ckpt.unlink(missing_ok=True)
         return finished("done", metrics={"valid": _as_floats(best_valid), "test": _as_floats(test)},
-                        versions=run_versions(task["model"]), peak_mem_mb=peak)
+                        versions=run_versions(task["model"]), peak_mem_mb=peak,
+                        **_evaluations({"valid": state.get("best_valid"), "test": capture.last}))
     except NanLoss as err:
         state["epoch"] = err.epoch
         return finished("nan", error=str(err), versions=run_versions(task["model"]))
@@ -586,8 +589,25 @@ def _length(loader) -> int | None:
         return None
 
 
+def _evaluations(by_split: dict) -> dict:
+    """The finished event's ``exact`` means and ``per_user`` values (base64 of
+    :func:`ablate.peruser.encode`, so they travel as JSON too) of the evaluations kept."""
+    import base64
+
+    from ablate.peruser import encode
+
+    exact, per_user = {}, {}
+    for split, ev in by_split.items():
+        if ev is None:
+            continue
+        exact[split] = ev.exact
+        if ev.per_user is not None:
+            per_user[split] = base64.b64encode(encode(ev.per_user)).decode("ascii")
+    return {"exact": exact, "per_user": per_user} if exact else {}
+
+
 def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None,
-                verdict: Callable[[], bool] | None = None) -> None:
+                verdict: Callable[[], bool] | None = None, capture=None) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
     The model's per-batch methods tick ``state["pulse"]`` (:class:`Pulse`).
@@ -633,12 +653,18 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict,
               "threads": torch_threads()})
         return total
 
+    bigger = getattr(trainer, "valid_metric_bigger", True)
+
     def _valid_epoch(data, *args, **kwargs):
         pulse.enter("valid", state["epoch"], _length(data))
         score, result = valid_epoch(data, *args, **kwargs)
         score_f = float(score)
-        if state["best_score"] is None or score_f > state["best_score"]:
+        best = state["best_score"]
+        # RecBole's own rule (utils.early_stopping): a tie with the best counts as the best,
+        # and its model is the checkpoint that is tested
+        if best is None or (score_f >= best if bigger else score_f <= best):
             state["best_score"], state["best_epoch"] = score_f, state["epoch"]
+            state["best_valid"] = capture.last if capture is not None else None
         emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
         if verdict is not None and verdict():
             raise Pruned(state["epoch"])

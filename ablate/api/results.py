@@ -28,20 +28,28 @@ def _targets(targets) -> list[str] | None:
 
 def comparison(targets=None, *, db: str = DEFAULT_DB, overrides: dict | None = None, metrics: list[str] | None = None,
                split: str = "test", baseline: str | None = None, precision: int = 4, sort: str | None = None,
-               delta: bool = False, reference: Path | None = None, negligible: float = 0.01):
-    """The comparison table with its marks (:func:`ablate.report.table.from_store`)."""
+               delta: bool = False, reference: Path | None = None, negligible: float = 0.01, test: str = "auto",
+               correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False):
+    """The comparison table with its marks (:func:`ablate.report.table.from_store`).
+
+    ``test``: ``auto`` (the paired t-test over users where the runs kept per-user values,
+    over seeds otherwise), ``user-t``, ``wilcoxon``, ``randomization`` or ``seeds``;
+    ``correction`` (``holm``, ``bonferroni``, ``none``) over every row x column tested;
+    ``ties``: mark rows not significantly different from the column's best; ``ci``: a
+    paired bootstrap interval of each row's Δ vs the baseline (see :mod:`ablate.report.judge`)."""
     from ablate.report import table as table_mod
 
     return table_mod.from_store(db, _targets(targets), overrides=overrides, metrics=metrics, split=split,
                                 baseline=baseline, precision=precision, sort=sort, delta=delta, reference=reference,
-                                negligible=negligible)
+                                negligible=negligible, test=test, correction=correction, alpha=alpha, ties=ties, ci=ci)
 
 
 def table(targets=None, *, db: str = DEFAULT_DB, **options):
     """The comparison table as a DataFrame, one line per row (``model``): each metric's
-    mean, ``_std``, ``_p``, ``_delta`` and the marks ``_rank`` (best, second) and
-    ``_sig``; ``kind``, ``n`` (seeds), ``status`` and ``note``. Options as for
-    :func:`comparison`."""
+    mean, ``_std``, ``_p`` (the test's), ``_p_adj`` (after the correction), ``_delta``,
+    ``_ci_low``/``_ci_high`` (with ``ci``), ``_tie`` (with ``ties``) and the marks
+    ``_rank`` (best, second) and ``_sig``; ``kind``, ``n`` (seeds), ``status`` and
+    ``note``. Options as for :func:`comparison`."""
     from ablate.report import table as table_mod
 
     return table_mod.to_frame(comparison(targets, db=db, **options), marks=True).set_index("model")
@@ -102,6 +110,7 @@ class RunInfo:
     why: str
     diff: list[tuple[str, Any, Any]]
     log: list[str] | None
+    per_user: Any | None = None  # ablate.peruser.PerUser of the test split, when the run kept them
 
 
 def run_info(run_id: int, *, db: str = DEFAULT_DB, lines: int = 15) -> RunInfo:
@@ -114,7 +123,12 @@ def run_info(run_id: int, *, db: str = DEFAULT_DB, lines: int = 15) -> RunInfo:
         raise UsageError(f"no run with id {run_id} in {db}")
     base, why = baseline_of(store, run)
     diff = config_diff(run.config, base.config) if base is not None else []
-    return RunInfo(run, base, why, diff, tail(run.log_path, lines))
+    data = store.per_user([run.id], "test").get(run.id)
+    if data is not None:
+        from ablate.peruser import decode
+
+        data = decode(data)
+    return RunInfo(run, base, why, diff, tail(run.log_path, lines), data)
 
 
 def log(run_id: int, *, db: str = DEFAULT_DB, lines: int = 50) -> list[str]:
@@ -299,11 +313,13 @@ def curves_plot(run_ids, out: Path, *, db: str = DEFAULT_DB) -> Path:
 
 def report(targets=None, out: Path = Path("report.html"), *, db: str = DEFAULT_DB, overrides: dict | None = None,
            metrics: list[str] | None = None, split: str = "test", baseline: str | None = None, precision: int = 4,
-           reference: Path | None = None, negligible: float = 0.01, y: str | None = None) -> Path:
+           reference: Path | None = None, negligible: float = 0.01, y: str | None = None, test: str = "auto",
+           correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = True) -> Path:
     """Write one self-contained HTML page: the table with its marks, a plot per grid axis,
     every run's curves and config diff, failures and the code the runs came from."""
     from ablate.report import html
 
     context = html.build(db, _targets(targets), overrides=overrides, metrics=metrics, split=split, baseline=baseline,
-                         precision=precision, reference=reference, negligible=negligible, y=y)
+                         precision=precision, reference=reference, negligible=negligible, y=y, test=test,
+                         correction=correction, alpha=alpha, ties=ties, ci=ci)
     return html.write(context, out)

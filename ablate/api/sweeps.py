@@ -407,9 +407,12 @@ class RerunResult:
 
 
 def compare(original, new) -> tuple[int, float, list[str]]:
-    """Metrics of two runs: (how many compared, max |diff|, names that differ or are missing)."""
-    a = {(m.split, m.name): m.value for m in original.metrics}
-    b = {(m.split, m.name): m.value for m in new.metrics}
+    """Metrics of two runs at full precision (the unrounded means where both kept them):
+    (how many compared, max |diff|, names that differ or are missing)."""
+    both = {(m.split, m.name) for m in original.metrics if m.exact is not None} & {
+        (m.split, m.name) for m in new.metrics if m.exact is not None}
+    a = {(m.split, m.name): m.exact if (m.split, m.name) in both else m.value for m in original.metrics}
+    b = {(m.split, m.name): m.exact if (m.split, m.name) in both else m.value for m in new.metrics}
     differ, worst = [], 0.0
     for k in sorted(a.keys() | b.keys()):
         if k not in a or k not in b:
@@ -418,7 +421,7 @@ def compare(original, new) -> tuple[int, float, list[str]]:
         d = abs(a[k] - b[k])
         worst = max(worst, d)
         if a[k] != b[k]:
-            differ.append(f"{k[0]} {k[1]} {a[k]:.6g} -> {b[k]:.6g}")
+            differ.append(f"{k[0]} {k[1]} {a[k]!r} -> {b[k]!r}")
     return len(a.keys() & b.keys()), worst, differ
 
 
@@ -452,9 +455,28 @@ def rerun(run_id: int, *, db: str = DEFAULT_DB, overrides: dict | None = None, s
     result = RerunResult(original, new, variation, summary)
     if new.status == "done":
         result.compared, result.max_diff, result.differ = compare(original, new)
+        result.differ += _per_user_differ(store, original.id, new.id)
         if not variation and original.metrics:
             result.reproduced = not result.differ
     return result
+
+
+def _per_user_differ(store, a: int, b: int) -> list[str]:
+    """Splits whose per-user values both runs kept and that are not equal value for value."""
+    from ablate.peruser import decode
+
+    out = []
+    for split in ("valid", "test"):
+        got = store.per_user([a, b], split)
+        if len(got) == 2:
+            x, y = decode(got[a]), decode(got[b])
+            if not x.equals(y):
+                n = len(set(x.users.tolist()) ^ set(y.users.tolist()))
+                same_users = n == 0 and x.columns == y.columns
+                diff = int((x.values != y.values).any(axis=1).sum()) if same_users else None
+                out.append(f"{split} per-user values: " + (f"{diff} of {len(x)} users differ" if same_users
+                                                            else "other users or columns"))
+    return out
 
 
 def rerun_failed(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Local | None = None,

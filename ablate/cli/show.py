@@ -10,6 +10,23 @@ from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt
 
 
+def distribution(per_user, per_line: int = 3) -> list[str]:
+    """A run's test metrics user by user in a line or two: mean, median, 90th percentile,
+    and the share of users at zero (what a mean hides)."""
+    import numpy as np
+
+    parts = []
+    for name in per_user.columns:
+        v = per_user.column(name).astype(np.float64)
+        parts.append(f"{name} mean {v.mean():.4f} median {np.median(v):.4f} p90 {np.quantile(v, 0.9):.4f} "
+                     f"zero {np.mean(v == 0):.0%}")
+    head = f"per user (test, {len(per_user):,} users): "
+    lines = ["; ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)][:2]
+    if len(parts) > 2 * per_line:
+        lines[-1] += f"; {len(parts) - 2 * per_line} more columns"
+    return [head + lines[0], *("  " + line for line in lines[1:])] if lines else []
+
+
 @app.command("show")
 def show_cmd(
     run_id: Annotated[int, typer.Argument(help="Run id (see `ablate status`).", show_default=False)],
@@ -63,6 +80,10 @@ def show_cmd(
             v = vals[name]
             t.add_row(name, *(f"{v[s]:.4f}" if s in v else "" for s in ("valid", "test")))
         con.print(t)
+
+    if info.per_user is not None:
+        for line in distribution(info.per_user):
+            con.print(line, highlight=False)
 
     if run.epochs:
         terms: list[str] = []

@@ -41,8 +41,13 @@ def table_cmd(
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
     md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
-    csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision, no marks).")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision; p-values, and interval ends with --ci, as columns).")] = False,
     top: Annotated[Optional[int], typer.Option("--top", help="A search (ablate search): its K best trials with their parameters.")] = None,
+    test: Annotated[str, typer.Option("--test", help="Significance vs the baseline: auto (user-t where runs kept per-user values, else seeds), user-t, wilcoxon, randomization, or seeds.")] = "auto",
+    correction: Annotated[str, typer.Option("--correction", help="Over every row x column tested: holm, bonferroni or none.")] = "holm",
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level after the correction (* marks).")] = 0.05,
+    ties: Annotated[bool, typer.Option("--ties", help="Mark (≈) rows whose difference from the column's best is not significant.")] = False,
+    ci: Annotated[bool, typer.Option("--ci", help="Each row's Δ vs the baseline with a 95% paired bootstrap interval over users.")] = False,
 ) -> None:
     """Render the comparison table: best bold, second underlined, mean ± std over seeds, flags."""
     chosen = [f for f, on in (("md", md), ("latex", latex), ("csv", csv)) if on]
@@ -58,7 +63,8 @@ def table_cmd(
         return
     table = api.comparison(targets, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
                            split=split, baseline=baseline, precision=precision, sort=sort, delta=delta,
-                           reference=reference, negligible=negligible)
+                           reference=reference, negligible=negligible, test=test, correction=correction, alpha=alpha,
+                           ties=ties, ci=ci)
     table.short_headers, table.footnotes = short, footnotes
     from ablate.report.table import print_rich, render, terminal_width
 

@@ -60,13 +60,17 @@ def table_context(table: Table, anchors: dict[str, str]) -> dict:
                 cells.append({"status": c.status or "", "sort": ""})
             else:
                 cells.append({"text": table_mod._core(c, table.precision, "±"), "rank": c.rank, "sig": c.sig,
-                              "delta": table_mod._pct(c.delta) if c.delta is not None else "",
-                              "p": "" if c.p is None else f"p = {c.p:.3g}", "sort": repr(c.mean)})
+                              "tie": table_mod.TIE_MARK if c.tie else "",
+                              "delta": table_mod._delta_text(c).strip()[1:-1] if c.delta is not None else "",
+                              "p": "" if c.p is None else (f"p = {c.p:.3g}" + (
+                                  "" if c.p_adjusted is None else f", corrected {c.p_adjusted:.3g}")),
+                              "sort": repr(c.mean)})
         item = {"label": row.label, "kind": row.kind, "anchor": anchors.get(row.name), "cells": cells,
                 "note": "; ".join(row.flags)}
         (top if row.kind == "reference" else bottom if row.kind == "summary" else body).append(item)
     return {"headers": table.headers, "metrics": table.metrics, "reference": top, "rows": body, "summary": bottom,
-            "notes": notes, "reference_note": table.reference_note, "baseline": table.baseline}
+            "notes": notes, "reference_note": table.reference_note, "baseline": table.baseline,
+            "test_notes": list(table.test_notes)}
 
 
 def _fmt_value(value) -> str:
@@ -179,13 +183,15 @@ def provenance(runs: dict[int, object]) -> list[dict]:
 
 def build(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, metrics: list[str] | None = None,
           split: str = "test", baseline: str | None = None, precision: int = 4, reference: Path | None = None,
-          negligible: float = 0.01, y: str | None = None) -> dict:
+          negligible: float = 0.01, y: str | None = None, test: str = "auto", correction: str = "holm",
+          alpha: float = 0.05, ties: bool = False, ci: bool = True) -> dict:
     """Everything the page shows, read from the store ``db`` (the template's context)."""
     from ablate.report import frame as frame_mod
     from ablate.store import open_existing
 
     table = table_mod.from_store(db, targets, overrides=overrides, metrics=metrics, split=split, baseline=baseline,
-                                 precision=precision, reference=reference, negligible=negligible)
+                                 precision=precision, reference=reference, negligible=negligible, test=test,
+                                 correction=correction, alpha=alpha, ties=ties, ci=ci)
     names = frame_mod.resolve_targets(db, targets, overrides)
     frame = frame_mod.load(db, names, split, with_config=True)
     store = open_existing(db)
