@@ -329,6 +329,8 @@ def test_metric_names_read_from_files_are_recbole_s():
 
 
 def test_planning_stays_fast_and_torch_free():
+    """52 runs planned in well under a second of the planner's own CPU time (measured: 0.02 s);
+    CPU time, not wall-clock time, so that other processes on a busy machine do not count."""
     import subprocess
     import sys
 
@@ -336,7 +338,7 @@ def test_planning_stays_fast_and_torch_free():
     code = (
         "import sys, time\nfrom ablate import plan\nfrom ablate.spec import parse_spec\n"
         f"s = parse_spec({text!r})\n"
-        "plan.expand(s)\nt = time.perf_counter(); runs = plan.expand(s); dt = time.perf_counter() - t\n"
+        "plan.expand(s)\nt = time.process_time(); runs = plan.expand(s); dt = time.process_time() - t\n"
         "print(len(runs), dt, 'torch' in sys.modules, 'recbole' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.split()
