@@ -13,7 +13,7 @@ from ablate.executors.base import Executor
 from ablate.scheduler import Sweep
 from ablate.store import Store
 
-from reliability_helpers import ablate_proc, query, runs_by_name
+from reliability_helpers import ablate_proc, query, runs_by_name, with_test_models
 
 
 def test_two_coordinators_on_one_database_run_everything_exactly_once(tiny_spec, db, tmp_path):
@@ -163,3 +163,27 @@ def test_a_fused_group_out_of_memory_is_retried_in_groups_half_as_large(db, tmp_
     assert executor.log == [tuple(ids), tuple(ids[:2]), tuple(ids[2:])]
     assert (summary.finished, summary.retried) == ({"done": 4}, 4)
     assert [(r.status, r.attempts) for r in store.runs(ids)] == [("done", 2)] * 4
+
+
+def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(tiny_spec, db, tmp_path):
+    """A real model whose training raises torch's own OutOfMemoryError (the exception
+    CUDA's allocator raises; tests/testmodels), through `ablate run`: the worker stores the
+    run as oom with torch's message, not as failed; the sweep goes on with the other run,
+    and the next `ablate run` retries the oom one (a CPU slot has nothing to shrink)."""
+    tiny_spec.write_text(tiny_spec.read_text() + "variants:\n  full: {model: OOMBPR}\n")
+    first = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "finished: 1 done, 1 oom" in first.stdout and "Traceback" not in first.stderr, first.stdout + first.stderr
+    runs = runs_by_name(db)
+    assert runs["BPR"]["status"] == "done"
+    full = runs["full"]
+    assert (full["status"], full["attempts"], full["epoch"]) == ("oom", 1, 0), full
+    assert full["error"].startswith("OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB."), full
+    assert not query(db, "SELECT 1 FROM metrics WHERE run_id = ?", full["id"])
+    log = (tmp_path / ".ablate" / "runs" / str(full["id"]) / "run.log").read_text()
+    assert "torch.OutOfMemoryError: CUDA out of memory" in log  # the worker's traceback, in the run's log
+
+    again = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    assert again.returncode == 1 and "1 done, 1 to run" in again.stdout, again.stdout + again.stderr
+    runs = runs_by_name(db)
+    assert (runs["full"]["status"], runs["full"]["attempts"], runs["BPR"]["attempts"]) == ("oom", 2, 1)
