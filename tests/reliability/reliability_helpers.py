@@ -34,17 +34,6 @@ def ablate_proc(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-# `ablate` with the test models OOMBPR and NoisyBPR registered (tests/testmodels/run_ablate.py)
-RUN_ABLATE = Path(__file__).resolve().parent.parent / "testmodels" / "run_ablate.py"
-
-
-def with_test_models(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``ablate ARGS`` as a real process that also knows the test models."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
-    return subprocess.run([sys.executable, str(RUN_ABLATE), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def ablate_call(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     proc = ablate_proc(*args, cwd=cwd)
     out, err = proc.communicate(timeout=timeout)
