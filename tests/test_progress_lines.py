@@ -105,8 +105,8 @@ def test_lines_every_so_many_seconds_say_what_a_run_is_doing(monkeypatch):
     view.refresh()
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2, lines
-    assert re.fullmatch(rf"#7 LightGCN_a\[b\]  epoch 0/300 \(data preparation\)  elapsed 1m00s  ETA \?", lines[0])
-    assert re.fullmatch(rf"#7 LightGCN_a\[b\]  epoch 1/300 \(train batch 120/244\)  bpr 0\.5 reg 1e-05  elapsed 2m00s"
+    assert re.fullmatch(r"#7 LightGCN_a\[b\]  epoch 0/300 \(data preparation\)  elapsed 1m00s  ETA \?", lines[0])
+    assert re.fullmatch(r"#7 LightGCN_a\[b\]  epoch 1/300 \(train batch 120/244\)  bpr 0\.5 reg 1e-05  elapsed 2m00s"
                         r"  ETA 9m58s", lines[1])  # 299 epochs of 2 s
     view.refresh()
     assert len(buf.getvalue().splitlines()) == 2  # not again before the interval is over

@@ -8,7 +8,6 @@ cannot pass without them."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
