@@ -27,8 +27,9 @@ def _pytest(tmp_path: Path, ci: str | None) -> str:
     shim.mkdir(parents=True, exist_ok=True)
     (shim / "__init__.py").write_text("raise ImportError('triton is hidden by tests/test_ci_gate.py')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABLATE_TEST_") and k != "CI"}
+    (tmp_path / "bin").mkdir(exist_ok=True)
     env.update(ABLATE_SERVICES_DIR=str(tmp_path),  # no services.env there
-               PATH=str(Path(sys.executable).parent),  # no chromium, no sbatch
+               PATH=str(tmp_path / "bin"),  # nothing on it: no chromium, no sbatch
                PYTHONPATH=os.pathsep.join([str(shim.parent), *filter(None, [env.get("PYTHONPATH")])]))
     if ci is not None:
         env["CI"] = ci
