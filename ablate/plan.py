@@ -37,6 +37,25 @@ LOCAL_KEYS = frozenset({
 })
 # Config values that are file system paths; relative ones are taken from the spec's folder.
 PATH_KEYS = frozenset({"data_path", "dataset_save_path", "dataloaders_save_path"})
+# Settings ablate gives every run itself (plan: model, seed; the worker: the rest, over
+# whatever the config says; RecBole derives device from gpu_id). A spec, -o or a search
+# space that sets one is refused, naming what sets it, instead of being overruled quietly.
+_BY_SCHEDULER = "ablate run for each run: --gpus, --per-gpu, --cpu"
+OWNED = {
+    "model": "each row's model:",
+    "seed": "the spec's seeds: list",
+    "gpu_id": _BY_SCHEDULER,
+    "use_gpu": _BY_SCHEDULER,
+    "device": _BY_SCHEDULER,
+    "checkpoint_dir": "ablate for each run: its folder under --workdir",
+    "show_progress": "ablate: its live view or --log-every lines show progress",
+    "state": "ablate: each run logs at INFO to its run.log",
+}
+
+
+def owned(key: str) -> str:
+    """The one-line refusal of an :data:`OWNED` setting, naming what sets it."""
+    return f"{key} is set by {OWNED[key]}"
 
 
 @dataclass(frozen=True)
@@ -276,6 +295,9 @@ def _check_values(spec: ExperimentSpec, model: str, config: dict, row: str, plac
 def check_variation(model: str, config: dict[str, Any], overrides: dict[str, Any]) -> None:
     """A stored run's config varied by ``-o`` (``ablate rerun ID -o ...``), held to the same
     rules as a spec's runs before it is stored. Raises UsageError naming the ``-o`` key."""
+    for key in OWNED.keys() & overrides.keys():
+        who = "--seed" if key == "seed" else OWNED[key]
+        raise UsageError(f"-o {key}={overrides[key]!r}: {key} is set by {who}, not by -o")
     found = rules.problem(model, config)
     if found is not None:
         key = next((k for k in found.keys if k in overrides), found.keys[0])
@@ -300,6 +322,8 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
     if not rows:
         raise SpecError(where, "the spec declares no baselines and no variants: the expansion has no runs")
 
+    for key in OWNED.keys() & overrides.keys():
+        raise SpecError(where, f"-o {key}={overrides[key]!r}: {owned(key)}")
     runs: list[RunSpec] = []
     by_name: dict[tuple[str, int], RunSpec] = {}
     for row_name, (role, _) in rows.items():
@@ -317,6 +341,9 @@ def expand(spec: ExperimentSpec, overrides: dict[str, Any] | None = None, check_
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise SpecError(where, f"{ctx}model: unknown model {model!r}{extra}")
         places = _places(spec, row_name)
+        for key in OWNED:
+            if key in places:
+                raise _fail_at(spec, places, {}, ctx[:-1], (key,), None, owned(key))
         for point in _expand_points(grid, zips, where, ctx):
             for seed in spec.seeds:
                 config = dict(catalog.model_defaults(model))

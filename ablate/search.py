@@ -100,6 +100,8 @@ def prepare(spec: ExperimentSpec, overrides: dict | None = None) -> Search:
     known = catalog.known_params(first.model) if spec.check_params else None
     for name, dim in block.space.items():
         at = line_in(spec, ("search", "space", name))
+        if name in plan.OWNED:
+            raise SpecError(where, f"search.space.{name}: {plan.owned(name)}", at)
         if known is not None and name not in known:
             import difflib
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster with accounting (munge, MariaDB, slurmdbd, slurmctld, slurmd)
-# and a PostgreSQL server on this machine, for the tests marked real_slurm / real_postgres.
+# and a PostgreSQL cluster of the tests' own on this machine (on a port found free when it
+# starts), for the tests marked real_slurm / real_postgres.
 #
 #   ci/services.sh up     install what is missing (Debian packages), start, check, write the env file
 #   ci/services.sh down   stop what `up` started
@@ -28,6 +29,7 @@ PARTITION=debug
 PG_ROLE=ablate
 PG_PASSWORD=ablate
 PG_DB=ablate
+PG_CLUSTER=ablate_tests
 MARKER="# written by ablate ci/services.sh"
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -238,30 +240,52 @@ slurm_down() {
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
-pg_cluster() {  # "VERSION NAME" of the machine's first cluster, made if there is none
-  local line
-  line=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2}')
-  if [[ -z $line ]]; then
-    local v
-    v=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
-    pg_createcluster "$v" main >"$STATE/log/pg_createcluster.log" 2>&1 || die "pg_createcluster $v main failed"
-    line="$v main"
+# The tests get a cluster of their own ($PG_CLUSTER, made once with pg_createcluster): the
+# machine's clusters are left alone, and it listens on a port found free when `up` starts
+# it (a fixed port fails where something else holds it), written to the env file.
+
+free_port() {  # a TCP port on 127.0.0.1 nobody listens on now
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    return
   fi
-  echo "$line"
+  local port
+  for port in $(shuf -i 20000-60000 -n 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+  die "no free TCP port found for PostgreSQL"
 }
 
-pg_online() { pg_lsclusters -h | awk -v v="$1" -v n="$2" '$1==v && $2==n {print $4}' | grep -q online; }
+pg_version() {  # the newest PostgreSQL installed
+  ls /usr/lib/postgresql | sort -n | tail -n 1
+}
+
+pg_field() {  # pg_field VERSION FIELD: the test cluster's port (3) or status (4), empty if none
+  pg_lsclusters -h | awk -v v="$1" -v n="$PG_CLUSTER" -v f="$2" '$1==v && $2==n {print $f}'
+}
 
 postgres_up() {
-  local v n
-  read -r v n <<<"$(pg_cluster)"
-  if ! pg_online "$v" "$n"; then
-    timeout 60 pg_ctlcluster "$v" "$n" start || die "PostgreSQL $v/$n did not start (log: /var/log/postgresql/postgresql-$v-$n.log)"
-    echo "$v $n" >"$STATE/pg.started"
+  local v port tries=0
+  v=$(pg_version)
+  [[ -n $v ]] || die "no PostgreSQL installed under /usr/lib/postgresql"
+  if [[ $(pg_field "$v" 4) != online ]]; then
+    until [[ $(pg_field "$v" 4) == online ]]; do
+      ((tries++ < 3)) || die "PostgreSQL $v/$PG_CLUSTER did not start on a free port (log: /var/log/postgresql/postgresql-$v-$PG_CLUSTER.log)"
+      port=$(free_port)
+      if [[ -z $(pg_field "$v" 3) ]]; then
+        pg_createcluster "$v" "$PG_CLUSTER" -p "$port" --start-conf=manual >"$STATE/log/pg_createcluster.log" 2>&1 \
+          || die "pg_createcluster $v $PG_CLUSTER failed (log: $STATE/log/pg_createcluster.log)"
+      else
+        pg_conftool "$v" "$PG_CLUSTER" set port "$port" || die "could not set the port of PostgreSQL $v/$PG_CLUSTER"
+      fi
+      # a port taken between the check and the start fails the start: then another one
+      timeout 60 pg_ctlcluster "$v" "$PG_CLUSTER" start || say "PostgreSQL $v/$PG_CLUSTER did not start on port $port"
+    done
+    echo "$v $PG_CLUSTER" >"$STATE/pg.started"
   fi
-  wait_for 30 "PostgreSQL $v/$n" "/var/log/postgresql/postgresql-$v-$n.log" runuser -u postgres -- psql -qAt -c 'select 1'
-  local port
-  port=$(pg_lsclusters -h | awk -v v="$v" -v n="$n" '$1==v && $2==n {print $3}')
+  port=$(pg_field "$v" 3)
+  wait_for 30 "PostgreSQL $v/$PG_CLUSTER" "/var/log/postgresql/postgresql-$v-$PG_CLUSTER.log" \
+    runuser -u postgres -- psql -qAt -p "$port" -c 'select 1'
   # A login role that may create databases (each test makes its own) and its database.
   runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -p "$port" >/dev/null <<EOF || die "could not create the $PG_ROLE role"
 DO \$\$ BEGIN

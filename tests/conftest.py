@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import gates  # tests/gates.py: the one CI gate
+
 # The smallest spec that trains and evaluates a real model on ml-100k (bundled with
 # RecBole). eval_batch_size is large on purpose: full-sort evaluation scores
 # eval_batch_size // n_items users per batch, and 4096 (two users a batch) makes one
@@ -28,6 +30,31 @@ seeds: [2020]
 baselines:
   BPR: {model: BPR}
 """
+
+
+def _skip_reason(longrepr) -> str:
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skipped test is a failed one (:mod:`gates`)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and gates.under_ci():
+        report.outcome = "failed"
+        report.longrepr = gates.failure(_skip_reason(report.longrepr))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Under CI=true a module that skips as a whole (``pytest.importorskip`` at its top)
+    is a collection error."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and gates.under_ci():
+        report.outcome = "failed"
+        report.longrepr = gates.failure(_skip_reason(report.longrepr))
 
 
 @pytest.fixture

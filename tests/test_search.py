@@ -190,6 +190,7 @@ BAD = [
      "quick.yaml:17: search.space.learnin_rate: unknown parameter 'learnin_rate' for model BPR (did you mean 'learning_rate'?)"),
     ("    epochs: {{int: [0, 3]}}", "quick.yaml:17: search.space.epochs: must be >= 1, got 0"),
     ("    learning_rate: {{choice: []}}", "quick.yaml:17: search.space.learning_rate: choice must list at least one value"),
+    ("    seed: {{int: [1, 9]}}", "quick.yaml:17: search.space.seed: seed is set by the spec's seeds: list"),
 ]
 
 

@@ -1,4 +1,11 @@
-"""The OT math against POT on random inputs."""
+"""The OT math against POT on random inputs, in float64, entry by entry
+(``|ours - POT's| <= rtol * |POT's| + atol``, numpy's ``assert_allclose``).
+
+Measured (torch 2.13, POT 0.9.7, CPU): the Sinkhorn plans differ by at most 1.3e-14
+(2.9e-13 relative), the GW tensors and losses by 2.2e-16, and IPOT after 2000 iterations
+reaches ``emd2``'s distance and ``emd``'s plan to 5.6e-17. The tolerances below leave a
+margin of 100 times or more.
+"""
 
 import numpy as np
 import ot
@@ -20,16 +27,19 @@ def test_ipot_one_outer_many_inner_is_sinkhorn(n, m):
     t = solvers.ipot(c, beta=beta, n_iter=1, n_inner=2000)
     for i in range(3):
         ref = ot.sinkhorn(np.full(n, 1 / n), np.full(m, 1 / m), c[i].numpy(), reg=beta, numItermax=10000, stopThr=1e-13)
-        np.testing.assert_allclose(t[i].numpy(), ref, atol=1e-8)
+        np.testing.assert_allclose(t[i].numpy(), ref, rtol=1e-10, atol=1e-15)
 
 
-def test_ipot_many_steps_approaches_emd2():
+def test_ipot_many_steps_reaches_emd2_and_its_plan():
+    """IPOT is a proximal point method: its plan converges to the exact transport plan,
+    not to an entropic one (at 200 iterations it is 3e-10 off, at 2000 at rounding)."""
     n = m = 6
     c = _rand_cost(4, n, m, seed=1)
     d, t = solvers.wasserstein(c, beta=0.05, n_iter=2000)
     for i in range(4):
-        ref = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), c[i].numpy())
-        assert abs(d[i].item() - ref) < 1e-3
+        a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+        np.testing.assert_allclose(d[i].item(), ot.emd2(a, b, c[i].numpy()), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(t[i].numpy(), ot.emd(a, b, c[i].numpy()), rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("n_iter,n_inner,beta", [(1, 1, 0.5), (40, 1, 0.5), (3, 5, 0.1), (40, 1, 0.01)])
@@ -60,9 +70,9 @@ def test_gw_tensor_and_loss_match_pot():
         p, q = np.full(n, 1 / n), np.full(m, 1 / m)
         const_c, h1, h2 = ot.gromov.init_matrix(cs[i].numpy(), ct[i].numpy(), p, q, "square_loss")
         ref = ot.gromov.tensor_product(const_c, h1, h2, gamma[i].numpy())
-        np.testing.assert_allclose(lin[i].numpy(), ref, atol=1e-8)
+        np.testing.assert_allclose(lin[i].numpy(), ref, rtol=1e-12, atol=1e-15)
         loss = ot.gromov.gwloss(const_c, h1, h2, gamma[i].numpy())
-        assert abs(solvers.batch_trace_dot(lin, gamma)[i].item() - loss) < 1e-8
+        np.testing.assert_allclose(solvers.batch_trace_dot(lin, gamma)[i].item(), loss, rtol=1e-12, atol=1e-15)
 
 
 def test_gromov_wasserstein_plan_is_feasible_and_distance_nonnegative():

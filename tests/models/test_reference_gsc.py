@@ -5,7 +5,10 @@
 the costs, the W plan and distances, the structure and target costs, the GW plan, its
 linearisation and distances, both BCE losses and the gradient of the loss. Every piece here
 is called as :class:`models.LightGCNOT` calls it, with ``_DEFAULTS`` for its settings, and
-must agree to 1e-5 relative (of the array's largest entry) in float64; it agrees to ~1e-10.
+every entry must agree in float64: ``|ours - GSC's| <= RTOL * |GSC's| + ATOL`` with RTOL 1e-8
+and ATOL 1e-12. Measured (torch 2.13, CPU): the largest difference of any entry is 1.1e-10
+(a cost of 57.7, 2e-12 of it); at RTOL every entry agrees without ATOL except gradient
+entries near zero, which need 1.5e-14.
 
 Case ``b6k9`` (tau 0.2) is one where GSC's own arithmetic breaks down: its IPOT computes
 ``exp(-C/beta)`` directly, which is 0 in whole rows of some GW problems, and divides by it
@@ -30,27 +33,27 @@ META = json.loads(str(FIXTURE["meta"]))
 CASES = sorted(META)
 FINITE_CASES = [c for c in CASES if np.isfinite(FIXTURE[f"{c}/loss"])]
 D = M._DEFAULTS
-RTOL = 1e-5
+RTOL = 1e-8
+ATOL = 1e-12
 
 
 def fx(case: str, key: str) -> torch.Tensor:
     return torch.from_numpy(FIXTURE[f"{case}/{key}"])
 
 
-def assert_gsc(got: torch.Tensor, case: str, key: str, rtol: float = RTOL) -> float:
-    """``got`` equals GSC's ``key`` within ``rtol`` of its largest entry, wherever GSC's is
-    finite; ours must be finite everywhere. Returns the relative error."""
+def assert_gsc(got: torch.Tensor, case: str, key: str) -> None:
+    """``got`` equals GSC's ``key`` entry by entry, ``|got - want| <= RTOL * |want| + ATOL``,
+    wherever GSC's is finite; ours must be finite everywhere."""
     want = fx(case, key)
     got = got.detach().reshape(want.shape)
     assert got.dtype == torch.float64
     assert torch.isfinite(got).all()
     ok = torch.isfinite(want)
     assert ok.any()
-    scale = want[ok].abs().max().item()
-    assert scale > 0
-    err = (got[ok] - want[ok]).abs().max().item() / scale
-    assert err <= rtol, f"{case}/{key}: relative error {err:.3g}"
-    return err
+    excess = (got[ok] - want[ok]).abs() - (RTOL * want[ok].abs() + ATOL)
+    worst = int(excess.argmax())
+    assert excess[worst] <= 0, (f"{case}/{key}: ours {got[ok][worst].item()!r} vs GSC's {want[ok][worst].item()!r} "
+                                f"(tolerance {RTOL} relative + {ATOL} absolute)")
 
 
 def inputs(case: str):

@@ -5,13 +5,18 @@ for the first training batch of ml-100k (see its README.md and ``make_fixtures.p
 their config defaults, the three loss terms, the gradients of both embedding tables and
 ``full_sort_predict`` for four users, from stored initial embeddings and a seeded noise
 stream. Here our models get the same config, graph, embeddings, batch and noise seed and
-must reproduce every number at relative tolerance 1e-5.
+must reproduce every number.
 
-The two implementations sum in different orders (PyG's scatter vs ``torch.sparse.mm``,
-``cross_entropy`` vs ``-log(exp / sum exp)``) in float32, so a value is compared to
-``rtol * |value|`` plus ``rtol`` times the largest magnitude of its array: an element
-that is a tiny difference of large terms (a gradient entry near zero) is then judged on
-the scale of its array, not on its own.
+Every entry is compared on its own: ``|ours - theirs| <= RTOL * |theirs| + atol``, with
+RTOL = 1e-5 and an ``atol`` stated per array below. The two implementations sum in
+different orders (PyG's scatter vs ``torch.sparse.mm``, ``cross_entropy`` vs
+``-log(exp / sum exp)``) in float32, so an entry that is a small difference of large terms
+(a gradient entry near zero) carries the rounding of those terms, not of itself: each
+``atol`` is about 4 float32 ulps of its array's largest entry (``eps32 = 1.19e-7``). Measured
+with the committed fixtures (torch 2.13, CPU): the loss terms agree to 7.4e-8 relative; the
+largest ``atol`` an entry needs at RTOL is 4.6e-7 (SimGCL gradients), 7.3e-11 (XSimGCL
+gradients), 1.0e-11 (scores), 8 to 4 times below the ones used. A regeneration of the
+fixtures moves XSimGCL's gradients by up to 1.2e-10 (its README: Reruns).
 """
 
 from __future__ import annotations
@@ -28,22 +33,30 @@ import models
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "recbole_gnn")
 RTOL = 1e-5
+# Absolute floors, per model and array (largest entry of each in the fixtures: SimGCL's
+# gradients 8.6, XSimGCL's 1.3e-3, the scores 7.6e-5). The loss terms have none.
+ATOL = {
+    ("SimGCL", "grad"): 4e-6,
+    ("XSimGCL", "grad"): 6e-10,
+    ("SimGCL", "full_sort_predict"): 4e-11,
+    ("XSimGCL", "full_sort_predict"): 4e-11,
+}
 
 with open(os.path.join(FIXTURES, "meta.json")) as f:
     META = json.load(f)
 INIT = np.load(os.path.join(FIXTURES, "SimGCL.npz"))  # the initial embeddings live there
 
 
-def assert_rel(actual, expected, what: str) -> None:
+def assert_close(actual, expected, what: str, atol: float = 0.0) -> None:
+    """``|actual - expected| <= RTOL * |expected| + atol`` for every entry."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, what
-    atol = RTOL * float(np.abs(expected).max())
-    err = np.abs(actual - expected) - RTOL * np.abs(expected)
-    worst = int(np.argmax(err))
-    assert err.flat[worst] <= atol, (
-        f"{what}: at flat index {worst} ours {actual.flat[worst]!r} vs RecBole-GNN "
-        f"{expected.flat[worst]!r} (tolerance {RTOL} relative, {atol:.3g} absolute)"
+    excess = np.abs(actual - expected) - (RTOL * np.abs(expected) + atol)
+    worst = int(np.argmax(excess))
+    assert excess.flat[worst] <= 0, (
+        f"{what}: at flat index {worst} ours {actual.flat[worst]!r} vs RecBole-GNN {expected.flat[worst]!r} "
+        f"(tolerance {RTOL} relative + {atol:.3g} absolute)"
     )
 
 
@@ -103,7 +116,9 @@ def test_first_batch_matches_recbole_gnn(reference_run, name):
     model, losses, scores, ref = reference_run(name)
     assert list(model.loss_names) == META["models"][name]["loss_names"]
     for term, ours, theirs in zip(model.loss_names, losses, ref["loss"]):
-        assert_rel(ours, theirs, f"{name} loss term {term}")
-    assert_rel(model.user_embedding.weight.grad, ref["grad_user"], f"{name} user embedding gradient")
-    assert_rel(model.item_embedding.weight.grad, ref["grad_item"], f"{name} item embedding gradient")
-    assert_rel(scores, ref["full_sort_predict"], f"{name} full_sort_predict")
+        assert_close(ours, theirs, f"{name} loss term {term}")
+    assert_close(model.user_embedding.weight.grad, ref["grad_user"], f"{name} user embedding gradient",
+                 ATOL[name, "grad"])
+    assert_close(model.item_embedding.weight.grad, ref["grad_item"], f"{name} item embedding gradient",
+                 ATOL[name, "grad"])
+    assert_close(scores, ref["full_sort_predict"], f"{name} full_sort_predict", ATOL[name, "full_sort_predict"])

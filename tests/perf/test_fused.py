@@ -272,3 +272,72 @@ def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatc
     monkeypatch.setattr(devices, "gpu_memory_mb", lambda: {})
     assert auto_fuse_size(store, [1, 2, 3], slots, 8) == 8
     store.engine.dispose()
+
+
+AUTO_SPEC = """\
+name: fuseauto
+base:
+  dataset: ml-100k
+  epochs: 1
+  embedding_size: 8
+  train_batch_size: 4096
+  eval_batch_size: 409600
+  topk: [10]
+  metrics: [Recall, NDCG]
+  valid_metric: NDCG@10
+seeds: [2020]
+variants:
+  lr: {model: LightGCN, grid: {learning_rate: [0.001, 0.002, 0.003, 0.004]}}
+"""
+# A stand-in nvidia-smi: one GPU of 1000 MiB, as the real one answers ablate's two queries.
+FAKE_SMI = """#!/usr/bin/env bash
+case "$*" in
+  *index,mig.mode.current*) echo "0, Disabled" ;;
+  *index,memory.total*) echo "0, 1000" ;;
+  *) exit 9 ;;
+esac
+"""
+
+
+def _fused_devices(tmp_path, peak_mb: float | None) -> list[str]:
+    """`ablate run --fuse auto` of AUTO_SPEC's four LightGCN runs (one fusible group) on
+    the stand-in GPU, with a past LightGCN run on ml-100k that peaked at ``peak_mb``."""
+    import os
+    import subprocess
+    import sys
+
+    from ablate.store import Run, Store
+
+    folder = tmp_path / f"peak{peak_mb}"
+    (folder / "bin").mkdir(parents=True)
+    smi = folder / "bin" / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    spec = folder / "fuseauto.yaml"
+    spec.write_text(AUTO_SPEC)
+    db = folder / "r.db"
+    store = Store(str(db))
+    with store.session() as s:  # what a GPU run of another experiment stored
+        s.add(Run(key="0" * 16, name="past", model="LightGCN", dataset="ml-100k", seed=1, config={}, status="done",
+                  peak_mem_mb=peak_mb))
+    store.engine.dispose()
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "ABLATE_SIMULATE_GPUS")}
+    env.update(PATH=f"{folder / 'bin'}{os.pathsep}{env['PATH']}", COLUMNS="200")
+    done = subprocess.run([sys.executable, "-c", "from ablate.cli import main; main()", "run", str(spec), "--db", str(db),
+                           "--fuse", "auto"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert "on 1 slot(s) [cuda:0]" in done.stdout, done.stdout + done.stderr
+    store = Store(str(db), create=False)
+    try:
+        return [r.device for r in store.runs() if r.name != "past"]
+    finally:
+        store.engine.dispose()
+
+
+def test_run_fuse_auto_on_a_gpu_groups_as_many_as_the_stored_peak_allows(tmp_path):
+    """Through `ablate run`: a GPU of 1000 MiB (a stand-in nvidia-smi) and a stored peak of
+    300 MiB for LightGCN on ml-100k give groups of 2 (80% of 1000 / 300); without a stored
+    peak the four runs train as one group. Each run's device, as its worker reported it,
+    says the group it trained in. (Here torch cannot use the GPU and the runs end failed,
+    saying so; on a machine with one they train.)"""
+    assert _fused_devices(tmp_path, 300.0) == ["cuda:0+fused2"] * 4
+    assert _fused_devices(tmp_path, None) == ["cuda:0+fused4"] * 4

@@ -1,4 +1,4 @@
-"""kill -9 of a worker, and of the coordinator, in the middle of a real sweep."""
+"""kill -9 of a worker, and of the coordinator, and Ctrl-C, in the middle of a real sweep."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def test_coordinator_kill9_orphan_exits_stale_rows_requeued_nothing_twice(two_sp
     os.kill(proc.pid, signal.SIGKILL)  # the coordinator only
     proc.communicate(timeout=30)
 
-    # The orphaned worker notices its coordinator is gone and exits (it never writes the store).
-    wait_for(lambda: not pid_alive(slow["pid"]), 10, f"orphan worker {slow['pid']} to exit")
+    # The orphaned worker notices its coordinator is gone and exits (it never writes the store):
+    # at once by PDEATHSIG, else within a second by its watcher; the bound is for a busy machine.
+    wait_for(lambda: not pid_alive(slow["pid"]), 120, f"orphan worker {slow['pid']} to exit")
     runs = runs_by_name(db)
     assert runs["slow"]["status"] == "running" and runs["slow"]["owner"] == slow["owner"]
     assert runs["quick"] == quick_before  # finished work is safe in the store
@@ -66,3 +67,82 @@ def test_coordinator_kill9_orphan_exits_stale_rows_requeued_nothing_twice(two_sp
     assert runs["quick"] == quick_before  # not run twice, not rewritten
     assert query(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("done", 2)]
     assert ablate_call("doctor", "--db", db, cwd=tmp_path).returncode == 0
+
+
+SLOW_EPOCHS = 40
+
+
+def _ctrl_c_spec(tiny_spec):
+    """Four runs: "quick" (1 epoch) for seeds 1 and 2, then "slow" (SLOW_EPOCHS epochs,
+    validated once) for both seeds; with --jobs 2 the slow ones train side by side."""
+    text = tiny_spec.read_text().replace("name: tiny", "name: ctrlc").replace("seeds: [2020]", "seeds: [1, 2]")
+    text = text.replace("BPR: {model: BPR}", "quick: {model: BPR}")
+    text += f"variants:\n  slow: {{model: BPR, params: {{epochs: {SLOW_EPOCHS}, eval_step: {SLOW_EPOCHS}}}}}\n"
+    path = tiny_spec.with_name("ctrlc.yaml")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _all_runs(db):
+    cols = ["id", "name", "status", "pid", "attempts", "epoch", "error", "ended_at"]
+    return {r[0]: dict(zip(cols, r)) for r in query(db, f"SELECT {', '.join(cols)} FROM runs ORDER BY id")}
+
+
+def test_ctrl_c_marks_unfinished_runs_interrupted_keeps_the_rest_next_run_completes_them_once(tiny_spec, db, tmp_path):
+    """SIGINT to the sweep's process group, as a terminal's Ctrl-C sends it (the coordinator
+    and its workers): the coordinator stops the workers (which ignore SIGINT themselves),
+    marks the two runs still training interrupted and exits 130; the two finished runs and
+    their metrics are as they were, the store passes SQLite's integrity check, and the next
+    `ablate run` trains each interrupted run once more and nothing else."""
+    spec = _ctrl_c_spec(tiny_spec)
+    proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "2", cwd=tmp_path)
+
+    def slow_ones_training():
+        runs = [r for r in _all_runs(db).values()]
+        quick = [r for r in runs if r["name"] == "quick"]
+        slow = [r for r in runs if r["name"] == "slow"]
+        if (len(runs) == 4 and all(r["status"] == "done" for r in quick)
+                and all(r["status"] == "running" and r["pid"] and r["epoch"] is not None for r in slow)):
+            return slow
+        return None
+
+    slow = wait_for(slow_ones_training, 240, "both slow runs to train an epoch", proc)
+    # a worker ignores SIGINT itself: sent to it alone, its run trains on
+    os.kill(slow[0]["pid"], signal.SIGINT)
+    wait_for(lambda: (_all_runs(db)[slow[0]["id"]]["epoch"] or 0) > slow[0]["epoch"], 120,
+             f"run {slow[0]['id']} to train on after its worker got SIGINT", proc)
+    assert {k: _all_runs(db)[slow[0]["id"]][k] for k in ("status", "pid")} == {"status": "running", "pid": slow[0]["pid"]}
+    metrics_before = query(db, "SELECT run_id, split, name, value FROM metrics ORDER BY run_id, split, name")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: unfinished runs are marked interrupted and run again next time" in out, out
+    assert "Traceback" not in out + err, (out, err)
+    for r in slow:  # no worker is left training; the coordinator stopped it, not the terminal's SIGINT
+        wait_for(lambda: not pid_alive(r["pid"]), 120, f"worker {r['pid']} to exit")
+        log = (tmp_path / ".ablate" / "runs" / str(r["id"]) / "run.log").read_text()
+        assert "KeyboardInterrupt" not in log, log[-2000:]
+
+    runs = _all_runs(db)
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    for r in runs.values():
+        if r["name"] == "quick":
+            assert (r["status"], r["attempts"], r["epoch"]) == ("done", 1, 0), r
+        else:
+            assert (r["status"], r["attempts"]) == ("interrupted", 1), r
+            assert r["error"] == "interrupted: the sweep was stopped (Ctrl-C/SIGTERM)" and r["ended_at"], r
+            assert r["epoch"] < SLOW_EPOCHS - 1, r  # stopped mid-way
+    assert query(db, "SELECT run_id, split, name, value FROM metrics ORDER BY run_id, split, name") == metrics_before
+    assert {rid for rid, *_ in metrics_before} == {r["id"] for r in runs.values() if r["name"] == "quick"}
+
+    again = ablate_call("run", str(spec), "--db", db, "--jobs", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 done, 2 to run" in again.stdout and "finished: 2 done" in again.stdout, again.stdout
+    runs = _all_runs(db)
+    assert {(r["name"], r["status"], r["attempts"]) for r in runs.values()} == {("quick", "done", 1), ("slow", "done", 2)}
+    for r in runs.values():  # each epoch stored once, by the one attempt that finished
+        epochs = [e for (e,) in query(db, "SELECT epoch FROM epochs WHERE run_id = ? ORDER BY epoch", r["id"])]
+        assert epochs == list(range(1 if r["name"] == "quick" else SLOW_EPOCHS)), (r, epochs)
+    assert query(db, "SELECT run_id, split, name, value FROM metrics WHERE run_id IN (?, ?) ORDER BY run_id, split, name",
+                 *[r["id"] for r in runs.values() if r["name"] == "quick"]) == metrics_before
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]

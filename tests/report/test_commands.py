@@ -1,4 +1,5 @@
-"""show, log, status, plot on stores filled directly, and one real store: table + exact rerun."""
+"""show, log, status, plot on stores filled directly, and real stores: table, exact rerun,
+and a rerun that does not reproduce."""
 
 from __future__ import annotations
 
@@ -125,3 +126,62 @@ def test_real_runs_table_and_exact_rerun(real_db):
     con.close()
     # the rerun stays out of the table: still n=2 per row, same numbers
     assert ok("table", spec, "--db", db, "--md") == "\n".join(lines) + "\n"
+
+
+NOISY_SPEC = """\
+name: noisy
+base:
+  dataset: ml-100k
+  epochs: 1
+  train_batch_size: 4096
+  eval_batch_size: 409600
+  embedding_size: 8
+  topk: [10, 20, 50]
+  metrics: [Recall, NDCG]
+  valid_metric: NDCG@10
+seeds: [2020]
+baselines:
+  noisy: {model: NoisyBPR}
+"""
+
+
+@pytest.mark.slow
+def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
+    """NoisyBPR (tests/testmodels) starts from embeddings no seed controls: `ablate rerun`
+    trains it again, names each metric that changed with both values, and exits 1; the
+    original keeps its numbers and its table row."""
+    import re
+
+    from testmodels.cli import with_test_models
+
+    spec = tmp_path / "noisy.yaml"
+    spec.write_text(NOISY_SPEC)
+    db = tmp_path / "r.db"
+    first = with_test_models("run", spec, "--db", db, "--cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    con = sqlite3.connect(db)
+    before = dict(((split, name), v) for split, name, v in con.execute(
+        "SELECT split, name, value FROM metrics WHERE run_id = 1"))
+    con.close()
+    table = ok("table", spec, "--db", db, "--md")
+
+    res = with_test_models("rerun", "1", "--db", db, "--cpu", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT id, rerun_of, status, attempts FROM runs WHERE id = 2").fetchone() == (2, 1, "done", 1)
+    after = dict(((split, name), v) for split, name, v in con.execute(
+        "SELECT split, name, value FROM metrics WHERE run_id = 2"))
+    assert dict(((split, name), v) for split, name, v in con.execute(
+        "SELECT split, name, value FROM metrics WHERE run_id = 1")) == before
+    con.close()
+    assert len(before) == len(after) == 12
+    differ = {k for k in before if before[k] != after[k]}
+    assert differ, (before, after)
+    worst = max(abs(before[k] - after[k]) for k in before)
+    lines = res.stdout.splitlines()
+    assert f"NOT reproduced: {len(differ)} of 12 metrics differ from run 1, max |diff| {worst:.6g}" in lines, res.stdout
+    shown = [ln.strip() for ln in lines if re.match(r"  (valid|test) \S+ ", ln)]
+    assert shown == [f"{split} {name} {before[split, name]:.6g} -> {after[split, name]:.6g}"
+                     for split, name in sorted(differ)][:12], res.stdout
+    assert "reproduced: all" not in res.stdout
+    assert ok("table", spec, "--db", db, "--md") == table  # the rerun stays out of the table

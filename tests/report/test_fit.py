@@ -1,7 +1,7 @@
 """`ablate table` and `ablate status` fit the terminal without cutting anything: at 80
-and 200 columns (COLUMNS, as a terminal sets it) and on a pipe, every run name, header
-and state appears whole, no line of a table is wider than the terminal, notes are marks
-with footnotes."""
+and 200 columns (COLUMNS, as a terminal sets it), on a pipe, and on a real pseudo-terminal
+of 80 columns, every run name, header and state appears whole, no line of a table is wider
+than the terminal, notes are marks with footnotes."""
 
 from __future__ import annotations
 
@@ -76,6 +76,66 @@ def test_table_never_cuts_a_name_or_header(store, columns):
         assert "± std and per-cell Δ left out to fit 80 columns" in out
     else:  # room for everything: one table, mean ± std in the cells
         assert out.count("┃ model ") == 1 and "0.1804 ± 0.0002" in out
+
+
+def on_a_terminal(args, columns: int, rows: int = 60, timeout: float = 120) -> str:
+    """``ablate ARGS`` with its stdout, stderr and stdin on a pseudo-terminal ``columns``
+    wide (its window size set with TIOCSWINSZ, as a terminal emulator does; no COLUMNS in
+    the environment), read until it exits; what it drew, escape sequences removed."""
+    import fcntl
+    import os
+    import re
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen([sys.executable, "-c", "from ablate.cli import main; main()", *map(str, args)],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    data, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end closed, the process is done writing
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, data.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = data.decode("utf-8").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", text)
+
+
+def test_table_fits_a_real_80_column_terminal(store):
+    """The branch that asks the terminal for its width (no COLUMNS): the same narrow layout
+    as COLUMNS=80 gives, every name whole, every line within 80 cells, notes as marks."""
+    out = on_a_terminal(["table", "notebook", "--db", store, "--reference", PAPER], columns=80)
+    assert "…" not in out
+    for name in NAMES + ["crashed_run_with_a_long_name", "Δ best vs LightGCN"]:
+        assert name in out, name
+    assert all(f" {h} " in out for h in SHORT) and out.count("┃ model ") >= 2 and " ± " not in out, out
+    assert all(cell_len(line) <= 80 for line in table_lines(out)), out
+    assert "± std and per-cell Δ left out to fit 80 columns" in out
+    # notes as marks after the names, and their footnotes under the tables
+    assert "z2_gat[dontchange] (n=2) ¹,² " in out and "0k1_9k2; 1515b；1e-8ot (n=2) ¹,³ " in out
+    assert "\n¹ negligible ot (<1% of main loss" in out and "\n² ≡ LightGCN\n" in out
+    assert out == invoke("table", "notebook", "--db", store, "--reference", PAPER, columns=80)
 
 
 def test_narrow_layout_keeps_the_numbers(store):

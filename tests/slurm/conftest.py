@@ -3,31 +3,17 @@ reference results of the same spec under the local executor (computed once), and
 services that ``ci/services.sh up`` brings up (a one-node Slurm cluster, PostgreSQL).
 
 Tests marked ``real_slurm`` or ``real_postgres`` skip, each with its reason, where those
-services are not there; under ``CI=true`` such a skip is reported as a failure, so CI
+services are not there; under ``CI=true`` a skip is a failure (``tests/gates.py``), so CI
 cannot pass without them."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from slurm_helpers import SERVICES_ENV, SLOW_SPEC, SPEC, cli, metrics_by_key, services_env
-
-REAL_MARKERS = ("real_slurm", "real_postgres")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if (report.skipped and os.environ.get("CI", "").lower() == "true"
-            and any(item.get_closest_marker(m) for m in REAL_MARKERS)):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"CI=true: a test of the real services may not skip ({reason})"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,14 @@ from ablate.store import Store
 
 pytestmark = pytest.mark.real_postgres
 
-PORT = 55433
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the server started on it may still lose a race)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -75,13 +82,17 @@ def throwaway_server():
     if as_pg("initdb", "-D", str(base / "data"), "-A", "trust", "-U", "ablate").returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip("initdb failed")
-    started = as_pg("pg_ctl", "-D", str(base / "data"), "-o", f"-k {base} -p {PORT} -h 127.0.0.1",
-                    "-l", str(base / "log"), "-w", "start")
-    if started.returncode != 0:
+    for _ in range(3):  # a port taken between the check and the start: another one
+        port = free_port()
+        started = as_pg("pg_ctl", "-D", str(base / "data"), "-o", f"-k {base} -p {port} -h 127.0.0.1",
+                        "-l", str(base / "log"), "-w", "start")
+        if started.returncode == 0:
+            break
+    else:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {started.stdout.strip()[-200:]}")
     try:
-        yield f"postgresql+psycopg://ablate@127.0.0.1:{PORT}/postgres?application_name=ablate-{uuid.uuid4().hex[:6]}"
+        yield f"postgresql+psycopg://ablate@127.0.0.1:{port}/postgres?application_name=ablate-{uuid.uuid4().hex[:6]}"
     finally:
         as_pg("pg_ctl", "-D", str(base / "data"), "-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)

@@ -132,20 +132,22 @@ def test_scancel_interrupts_status_shows_jobs_next_run_finishes(slow_spec, tmp_p
     assert metrics_by_key(db) == slow_reference
 
 
-def test_cancel_spec(spec, tmp_path, real_slurm):
-    """`ablate cancel SPEC` scancels the spec's running jobs; their runs are interrupted."""
+def test_cancel_spec(slow_spec, tmp_path, real_slurm):
+    """`ablate cancel SPEC` scancels the spec's running jobs; their runs are interrupted.
+    The runs train SLOW_EPOCHS epochs: a one-epoch run can end before the cancel lands."""
     db, folder = tmp_path / "slurm.db", tmp_path / "shared"
-    ablate("run", spec, "--db", db, *real_args(real_slurm, folder), "--no-wait", cwd=tmp_path)
+    ablate("run", slow_spec, "--db", db, *real_args(real_slurm, folder), "--no-wait", cwd=tmp_path)
     jobs = {rid: r.job_id for rid, r in runs_of(db).items()}
     wait_for_event(folder, 1, "started")
-    res = cli("cancel", spec, "--db", db)
+    res = cli("cancel", slow_spec, "--db", db)
     assert "cancelled 2 job(s), 2 run(s) marked interrupted" in res.output, res.output
     for job in jobs.values():
         assert wait_state(job, ENDED, timeout=60) == "CANCELLED"
     runs = runs_of(db)
     assert {r.status for r in runs.values()} == {"interrupted"}
     assert all("cancelled" in r.error for r in runs.values())
-    assert "nothing to collect" in cli("collect", spec, "--db", db).output
+    assert not any(e["type"] == "finished" for rid in jobs for e in events(folder, rid))  # stopped mid-run
+    assert "nothing to collect" in cli("collect", slow_spec, "--db", db).output
 
 
 def test_time_limit_shorter_than_run_is_timeout(tiny_spec, tmp_path, real_slurm):
@@ -165,10 +167,11 @@ def test_time_limit_shorter_than_run_is_timeout(tiny_spec, tmp_path, real_slurm)
     assert run.epochs, "the run trained for a minute: its epochs are stored"
 
 
-def test_worker_killed_on_node_then_concurrent_collects_store_once(spec, tmp_path, real_slurm, reference):
+def test_worker_killed_on_node_then_concurrent_collects_store_once(slow_spec, tmp_path, real_slurm, slow_reference):
     """`kill -9` of a job's training process on the node: the job ends, its run is
     interrupted. `ablate collect` twice at the same time, then once more, stores each
-    result once."""
+    result once. The runs train SLOW_EPOCHS epochs, so the kill lands while one trains."""
+    spec, reference = slow_spec, slow_reference
     db, folder = tmp_path / "slurm.db", tmp_path / "shared"
     ablate("run", spec, "--db", db, *real_args(real_slurm, folder), "--no-wait", cwd=tmp_path)
     jobs = {rid: r.job_id for rid, r in runs_of(db).items()}
@@ -189,7 +192,7 @@ def test_worker_killed_on_node_then_concurrent_collects_store_once(spec, tmp_pat
     runs = runs_of(db)
     assert runs[1].status == "done" and runs[2].status == "interrupted", outs
     assert f"slurm job {jobs[2]} ended ({killed_state})" in runs[2].error
-    stored_once(runs[1])
+    stored_once(runs[1], SLOW_EPOCHS)
     assert metrics_by_key(db) == {k: v for k, v in reference.items() if k == runs[1].key}
 
     before = dump(db)
@@ -197,9 +200,12 @@ def test_worker_killed_on_node_then_concurrent_collects_store_once(spec, tmp_pat
     assert dump(db) == before
 
 
-def test_coordinator_killed_while_waiting_then_collect_elsewhere(spec, tmp_path, real_slurm, reference):
+def test_coordinator_killed_while_waiting_then_collect_elsewhere(slow_spec, tmp_path, real_slurm, slow_reference):
     """The waiting `ablate run` is killed; its jobs go on; `ablate collect` from another
-    process writes their results (the dead coordinator no longer claims them)."""
+    process writes their results (the dead coordinator no longer claims them). The runs
+    train SLOW_EPOCHS epochs: a one-epoch run could end, and be collected by the waiting
+    coordinator, before the kill."""
+    spec, reference = slow_spec, slow_reference
     db, folder = tmp_path / "slurm.db", tmp_path / "shared"
     proc = coordinator(tmp_path, "run", spec, "--db", db, *real_args(real_slurm, folder))
     try:
@@ -216,7 +222,7 @@ def test_coordinator_killed_while_waiting_then_collect_elsewhere(spec, tmp_path,
     assert "2 done" in out, out
     for r in runs_of(db).values():
         assert r.status == "done"
-        stored_once(r)
+        stored_once(r, SLOW_EPOCHS)
     assert metrics_by_key(db) == reference
 
 
