@@ -392,7 +392,8 @@ class RerunResult:
     summary: Summary
     compared: int = 0
     max_diff: float = 0.0
-    differ: list[str] = field(default_factory=list)
+    differ: list[str] = field(default_factory=list)  # metrics that differ: "test recall@10 a -> b"
+    per_user_differ: list[str] = field(default_factory=list)  # splits whose per-user values differ
     reproduced: bool | None = None
 
     @property
@@ -455,9 +456,9 @@ def rerun(run_id: int, *, db: str = DEFAULT_DB, overrides: dict | None = None, s
     result = RerunResult(original, new, variation, summary)
     if new.status == "done":
         result.compared, result.max_diff, result.differ = compare(original, new)
-        result.differ += _per_user_differ(store, original.id, new.id)
+        result.per_user_differ = _per_user_differ(store, original.id, new.id)
         if not variation and original.metrics:
-            result.reproduced = not result.differ
+            result.reproduced = not result.differ and not result.per_user_differ
     return result
 
 

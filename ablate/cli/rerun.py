@@ -74,13 +74,13 @@ def rerun_cmd(
         typer.echo(f"reproduced: all {result.compared} metrics (valid and test) equal run {original.id} exactly "
                    "(max |diff| 0)")
         return 0
-    typer.echo(f"NOT reproduced: {len(result.differ)} of {result.compared} metrics differ from run {original.id}, "
-               f"max |diff| {result.max_diff:.6g}")
+    typer.echo(f"NOT reproduced: {len(result.differ)} of {result.compared} metrics differ from run {original.id} "
+               f"at full precision, max |diff| {result.max_diff:.6g}")
     from ablate import versions
 
     if not versions.is_current(original.versions, original.model):
         typer.echo(f"  run {original.id} was trained by {versions.recorded(original.versions, original.model)}; "
                    f"this checkout runs {versions.label(original.model)}: its numbers changed on purpose")
-    for line in result.differ[:12]:
+    for line in result.differ[:12] + result.per_user_differ:
         typer.echo(f"  {line}")
     return 1

@@ -91,8 +91,8 @@ def test_real_runs_table_and_exact_rerun(real_db):
     db, spec = real_db["db"], real_db["spec"]
     con = sqlite3.connect(db)
     raw = con.execute(
-        "SELECT m.row, r.seed, x.name, x.value FROM experiment_runs m JOIN runs r ON r.id = m.run_id "
-        "JOIN metrics x ON x.run_id = r.id WHERE x.split = 'test'").fetchall()
+        "SELECT m.row, r.seed, x.name, x.exact FROM experiment_runs m JOIN runs r ON r.id = m.run_id "
+        "JOIN metrics x ON x.run_id = r.id WHERE x.split = 'test'").fetchall()  # the means RecBole rounds
     vals: dict = {}
     for row, _seed, name, v in raw:
         vals.setdefault((row, name), []).append(v)
@@ -100,7 +100,8 @@ def test_real_runs_table_and_exact_rerun(real_db):
     lines = out.splitlines()
     metrics = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
     assert lines[0] == "| model | " + " | ".join(metrics) + " |"
-    cells = {l.split("|")[1].strip(): [c.strip() for c in l.strip().strip("|").split("|")[1:]] for l in lines[2:]}
+    cells = {l.split("|")[1].strip(): [c.strip() for c in l.strip().strip("|").split("|")[1:]]
+             for l in lines[2:] if l.startswith("|")}  # the table; its footnotes follow
     for j, m in enumerate(metrics):
         shown = {r: f"{statistics.mean(vals[(r, m)]):.4f}" for r in ("LightGCN", "L1")}
         order = sorted(set(shown.values()), reverse=True)
@@ -161,7 +162,7 @@ def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     con = sqlite3.connect(db)
     before = dict(((split, name), v) for split, name, v in con.execute(
-        "SELECT split, name, value FROM metrics WHERE run_id = 1"))
+        "SELECT split, name, exact FROM metrics WHERE run_id = 1"))  # compared at full precision
     con.close()
     table = ok("table", spec, "--db", db, "--md")
 
@@ -170,18 +171,20 @@ def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT id, rerun_of, status, attempts FROM runs WHERE id = 2").fetchone() == (2, 1, "done", 1)
     after = dict(((split, name), v) for split, name, v in con.execute(
-        "SELECT split, name, value FROM metrics WHERE run_id = 2"))
+        "SELECT split, name, exact FROM metrics WHERE run_id = 2"))
     assert dict(((split, name), v) for split, name, v in con.execute(
-        "SELECT split, name, value FROM metrics WHERE run_id = 1")) == before
+        "SELECT split, name, exact FROM metrics WHERE run_id = 1")) == before
     con.close()
     assert len(before) == len(after) == 12
     differ = {k for k in before if before[k] != after[k]}
     assert differ, (before, after)
     worst = max(abs(before[k] - after[k]) for k in before)
     lines = res.stdout.splitlines()
-    assert f"NOT reproduced: {len(differ)} of 12 metrics differ from run 1, max |diff| {worst:.6g}" in lines, res.stdout
-    shown = [ln.strip() for ln in lines if re.match(r"  (valid|test) \S+ ", ln)]
-    assert shown == [f"{split} {name} {before[split, name]:.6g} -> {after[split, name]:.6g}"
+    assert (f"NOT reproduced: {len(differ)} of 12 metrics differ from run 1 at full precision, max |diff| {worst:.6g}"
+            in lines), res.stdout
+    shown = [ln.strip() for ln in lines if re.match(r"  (valid|test) \S+@", ln)]
+    assert shown == [f"{split} {name} {before[split, name]!r} -> {after[split, name]!r}"
                      for split, name in sorted(differ)][:12], res.stdout
+    assert "  test per-user values: " in lines[-1] or "  test per-user values: " in lines[-2], res.stdout
     assert "reproduced: all" not in res.stdout
     assert ok("table", spec, "--db", db, "--md") == table  # the rerun stays out of the table
