@@ -110,12 +110,16 @@ def check_writable(folder: Path) -> None:
 # ---------------------------------------------------------------------------- run a spec
 
 
-def plan(spec, *, overrides: dict | None = None, db: str | None = DEFAULT_DB, fuse: str | int = "off") -> Plan:
-    """The runs ``run`` would store and train, without storing or training anything."""
+def plan(spec, *, overrides: dict | None = None, db: str | None = DEFAULT_DB, fuse: str | int = "off",
+         fetch: bool = False, console=None) -> Plan:
+    """The runs ``run`` would store and train, without storing or training anything
+    (``fetch``: first download the datasets the plan misses, as ``run`` does)."""
     from ablate import plan as plan_mod, sharing
 
     fuse_size = sharing.parse_fuse(fuse)
     spec_obj = _load(spec)
+    if fetch:
+        _fetch(spec_obj, overrides or {}, _console(console))
     runs = plan_mod.expand(spec_obj, overrides or {})
     done: set[str] = set()
     if db is not None:
@@ -166,11 +170,8 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
 
         spec_obj = _load(spec)
         overrides = dict(overrides or {})
-        if fetch:  # the datasets the plan would look for, then the usual plan
-            from ablate import data
-
-            for folder in data.fetch_missing(r.config for r in plan_mod.expand(spec_obj, overrides, check_files=False)):
-                console.print(f"fetched {folder}", markup=False, highlight=False)
+        if fetch:
+            _fetch(spec_obj, overrides, console)
         runs = plan_mod.expand(spec_obj, overrides)
         for a, b in plan_mod.duplicates(runs):
             console.print(f"warning: rows {a!r} and {b!r} resolve to the same config; they share one run",
@@ -205,6 +206,14 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
             executor.shutdown(kill=True)  # stops prestarted workers on an early exit
         if daemon is not None:
             _stop(daemon)
+
+
+def _fetch(spec_obj, overrides: dict, console) -> None:
+    """Download the datasets the plan would look for and not find (``ablate data fetch``)."""
+    from ablate import data, plan as plan_mod
+
+    for folder in data.fetch_missing(r.config for r in plan_mod.expand(spec_obj, overrides, check_files=False)):
+        console.print(f"fetched {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _load(spec):

@@ -68,7 +68,7 @@ def run_cmd(
     console = Console()
     overrides = parse_overrides(override)
     if dry_run:
-        print_plan(api.plan(spec_path, overrides=overrides, db=db, fuse=fuse), console)
+        print_plan(api.plan(spec_path, overrides=overrides, db=db, fuse=fuse, fetch=fetch, console=console), console)
         return 0
     if executor_kind == "slurm":
         on = api.Slurm(partition=partition, gpus_per_job=gpus_per_job, per_gpu=per_gpu, time=time_limit,

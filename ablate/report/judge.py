@@ -112,6 +112,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
     pairs_of: dict[tuple[str, str], object] = {}
     seeds_used: set[int] = set()
     over_seeds: list[str] = []
+    untested: list[str] = []
     base_runs = by_row.get(baseline, {})
     for row in rows:
         row_runs = by_row.get(row, {})
@@ -129,14 +130,16 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
                 pairs_of[(row, m)] = pr
                 seeds_used.update(pr.seeds)
             continue
-        if test != "seeds":
-            over_seeds.append(row)  # no per-user values in a common seed: the seeds' test instead
+        tested = False
         for m in have:
             wide = frame.seed_matrix(m)
             p = stats.paired_pvalues(wide[[frame.rows.index(row)]], wide[base_at])[0]
             if not np.isnan(p):
                 cells.append((row, m))
                 p_raw.append(float(p))
+                tested = True
+        if test != "seeds":  # no per-user values in a common seed: the seeds' test, where there are seeds
+            (over_seeds if tested else untested).append(row)
     if user_cells:
         width = max(len(v) for v in vectors)
         d = np.full((len(vectors), width), np.nan)
@@ -164,14 +167,20 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
                              f"{_correction_words(correction, corrected.family)} needs {needed:.1e} to reject "
                              f"anything: give more resamples, or the t-test")
     if over_seeds:
-        out.notes.append(f"no per-user values stored for {', '.join(over_seeds[:6])}"
-                         + (f" and {len(over_seeds) - 6} more" if len(over_seeds) > 6 else "")
-                         + ": tested over seeds (paired t-test of the seeds' means)")
+        out.notes.append(f"no per-user values stored for {_names(over_seeds)}: tested over seeds "
+                         "(paired t-test of the seeds' means)")
+    if untested:
+        out.notes.append(f"no per-user values stored for {_names(untested)}, and fewer than two seeds shared "
+                         "with the baseline: not tested")
     if ties and test != "seeds":
         _ties(out, frame, by_row, have, best, counts, user_test, correction, alpha, n_resamples, seed)
     if ci and pairs_of:
         _intervals(out, pairs_of, n_resamples, seed)
     return out
+
+
+def _names(rows: list[str], most: int = 6) -> str:
+    return ", ".join(rows[:most]) + (f" and {len(rows) - most} more" if len(rows) > most else "")
 
 
 def _ties(out: Judgement, frame, by_row, metrics, best, counts, test, correction, alpha, n_resamples, seed) -> None:

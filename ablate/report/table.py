@@ -232,14 +232,13 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
                 row.flags.append(f"negligible {term} (<{negligible * 100:g}% of main loss, max {ratio:.2%})")
 
     base_row = next((r for r in rows if r.name == baseline and r.n), None)
-    delta = delta or ci  # an interval is of the row's Δ, shown beside it
     if base_row is not None:
         for row in rows:
             if row is base_row or not row.n:
                 continue
             for m in metrics:
                 c, b = row.cells[m], base_row.cells[m]
-                if delta and c.mean is not None and b.mean:
+                if (delta or ci) and c.mean is not None and b.mean:
                     c.delta = c.mean / b.mean - 1
     for m in metrics:
         _rank(rows, m, shown[m])
@@ -254,6 +253,8 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
                 continue
             c.p, c.p_adjusted = verdict.p.get(key), verdict.p_adjusted.get(key)
             c.sig, c.tie, c.ci = verdict.sig.get(key, ""), verdict.tie.get(key), verdict.ci.get(key)
+            if not delta and c.ci is None:
+                c.delta = None  # Δ in every cell only when asked; with --ci, beside each interval
     if sort is not None:
         key = sort.lower()
         lower = key.split("@")[0] in LOWER_IS_BETTER

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from ablate import serve
+from ablate import serve, worker
 from ablate.catalog import recbole_dir
 
 from reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, wait_for

@@ -97,7 +97,7 @@ def test_v1_database_is_upgraded_in_place_without_losing_rows(db):
     con.executescript(V1_SCHEMA)
     con.close()
     store = Store(db, create=False)
-    assert health(store).schema_version == SCHEMA_VERSION == 2
+    assert health(store).schema_version == SCHEMA_VERSION == 3
     run = store.get_run(1)
     assert (run.key, run.status, run.metric("test", "recall@20"), run.epochs[0].losses) == ("abc", "done", 0.2751, {"loss": 0.01})
     assert run.best_epoch is None and run.peak_mem_mb is None and run.job_id is None  # the new columns
@@ -116,7 +116,7 @@ def test_newer_schema_is_refused_with_one_line(db):
     before = open(db, "rb").read()
     res = CliRunner().invoke(app, ["doctor", "--db", db])
     assert res.exit_code == 2
-    assert res.stderr.splitlines() == [f"ablate: error: {db} was written by a newer ablate (schema 99 > 2); upgrade ablate"]
+    assert res.stderr.splitlines() == [f"ablate: error: {db} was written by a newer ablate (schema 99 > {SCHEMA_VERSION}); upgrade ablate"]
     assert open(db, "rb").read() == before
 
 
@@ -171,7 +171,7 @@ def test_doctor_lists_stale_rows_and_fix_requeues_them(db):
     assert res.exit_code == 1, res.output
     lines = res.stdout.splitlines()
     assert lines[0] == "integrity: ok"
-    assert lines[1] == "schema: version 2, this ablate writes 2"
+    assert lines[1] == f"schema: version {SCHEMA_VERSION}, this ablate writes {SCHEMA_VERSION}"
     assert lines[2] == "running: 0 under a live coordinator, 1 stale"
     assert lines[3].startswith(f"  stale run {ids[0]} r0: owner {owner}, last heartbeat never")
     assert f"done without test metrics: 1 run(s): {ids[1]}" in lines

@@ -175,7 +175,7 @@ def test_time_limit_signal_is_left_to_slurm():
     try:
         for timed_out in (True, False):
             signal.signal(signal.SIGUSR2, Handler(timed_out).checkpoint_and_try_requeue)
-            slurm._leave_time_limit_to_slurm()
+            slurm.jobs._leave_time_limit_to_slurm()
             os.kill(os.getpid(), signal.SIGUSR2)
             time.sleep(0.05)
     finally:

@@ -15,7 +15,7 @@ import pytest
 from slurm_helpers import ablate, ablate_cmd, cli, metrics_by_key, real_args, services_env
 from test_fake_slurm import fake_slurm, slurm_flow  # noqa: F401 - fixture reused
 
-from ablate.store import Store
+from ablate.store import SCHEMA_VERSION, Store
 
 pytestmark = pytest.mark.real_postgres
 
@@ -149,7 +149,7 @@ def test_two_coordinators_of_one_spec_run_each_run_once(spec, tmp_path, postgres
     assert metrics_by_key(postgres_url) == reference
     assert table(spec, postgres_url) == table(spec, reference_db)
     res = cli("doctor", "--db", postgres_url)
-    assert "schema: version 2, this ablate writes 2" in res.output and res.output.rstrip().endswith("healthy"), res.output
+    assert f"schema: version {SCHEMA_VERSION}, this ablate writes {SCHEMA_VERSION}" in res.output and res.output.rstrip().endswith("healthy"), res.output
 
 
 @pytest.mark.real_slurm
