@@ -37,7 +37,7 @@ no-grad function (:meth:`LightGCNOT._draw`) and, with ``ot_detach_plan``, the W/
 another (by default the plans carry GSC's gradient, so they run eagerly with autograd); on
 CUDA each is replayed from a CUDA graph (one launch for a few hundred kernels; the default
 CUDA RNG is graph-safe). Every pair's cost comes from one stacked call and every loss (W and GW, user
-and item subgraphs) from one fused call. ``python bench/ot_ops.py`` counts the kernels.
+and item subgraphs) from one call. ``python bench/ot_ops.py`` counts the kernels.
 
 Loss terms: ``("bpr", "reg", "ot")``, plus ``"proto"`` when ``proto_weight > 0``; each
 is already weighted, so their sum is the training loss.
@@ -96,11 +96,11 @@ notebook's default row):
         through the costs only: much cheaper on a GPU, the same loss value, but not GSC's
         gradient (on the fixtures it is off by 0.7-1.0 of the largest entry).
     ot_solver (str): ``"auto"``: the detached plans by the Triton kernels of
-        :mod:`models.ot.fused` (one kernel for W, one for GW, instead of ~2,700 small
+        :mod:`models.ot.triton_plans` (one kernel for W, one for GW, instead of ~2,700 small
         ones) on CUDA where Triton is installed, checked against PyTorch on the first
         batch, else PyTorch; ``"torch"``; ``"triton"`` (an error where it cannot be used).
     ot_compile (bool): False. True runs the costs and the loss through ``torch.compile``
-        (fused kernels; the first batch pays the compilation, ~30 s). Experimental: equal
+        (compiled kernels; the first batch pays the compilation, ~30 s). Experimental: equal
         to eager on the CPU (tested); on an H200 an epoch took 1.64x LightGCN's against
         1.68x without it.
     proto_weight (float): 0 (off). num_clusters (int): 1000. proto_temp (float): 0.1.
@@ -153,16 +153,16 @@ def _on_gpu(t) -> bool:
     return t.is_cuda
 
 
-def _fused_plan_problem(c, cs, ct, plan_args) -> str | None:
+def _triton_plan_problem(c, cs, ct, plan_args) -> str | None:
     """None when the Triton plans are as close to float64 plans as PyTorch's float32 plans
     are (within 10x, or 1e-5), else what is wrong. The GW plan is sensitive: PyTorch's own
     float32 plan is ~1e-4 off float64 on real costs, so the kernels are judged against
     that, not against PyTorch's float32 plan."""
     wide = [None if x is None else x.double() for x in (c, cs, ct)]
-    ref = O.ot_plans(*wide, **plan_args, fused=False)
-    eager = O.ot_plans(c, cs, ct, **plan_args, fused=False)
-    fused = O.ot_plans(c, cs, ct, **plan_args, fused=True)
-    for name, f, e, r in zip(("W", "GW"), fused, eager, ref):
+    ref = O.ot_plans(*wide, **plan_args, triton=False)
+    eager = O.ot_plans(c, cs, ct, **plan_args, triton=False)
+    kernels = O.ot_plans(c, cs, ct, **plan_args, triton=True)
+    for name, f, e, r in zip(("W", "GW"), kernels, eager, ref):
         if not r.numel():
             continue
         err_f, err_e = float((f.double() - r).abs().max()), float((e.double() - r).abs().max())
@@ -362,7 +362,7 @@ class LightGCNOT(LightGCNBase):
         # count (CudaGraphed keys graphs by input shape).
         graphable = not (self.subg1_adj == "A2" and self.a2 is None and self._need_gw)
         self._draw_fn = O.CudaGraphed(self._draw, enabled=graphable)
-        # ot_compile: the differentiable rest of the term through torch.compile (fused
+        # ot_compile: the differentiable rest of the term through torch.compile (compiled
         # kernels, forward and backward); functions of tensors and constants, so one
         # compilation serves every run of a warm worker with the same settings.
         compile_ = (lambda f: torch.compile(f, fullgraph=True, dynamic=False)) if g["ot_compile"] else (lambda f: f)
@@ -372,8 +372,8 @@ class LightGCNOT(LightGCNBase):
         # CUDA either is replayed from a graph.
         self._plan_args = dict(wd_beta=self.wd_beta, wd_iters=self.wd_iters, gw_beta=self.gw_beta,
                                gw_outer=self.gw_outer, gw_inner=self.gw_inner, round_plan=self.round_plan)
-        self._fused_unchecked = self.ot_solver != "torch"
-        self._plans = self._plan_solver(fused=self._fused_unchecked)
+        self._triton_unchecked = self.ot_solver != "torch"
+        self._plans = self._plan_solver(triton=self._triton_unchecked)
         self._epoch = -1
         self._clusters_epoch = None
         self.node_cluster = None
@@ -555,7 +555,7 @@ class LightGCNOT(LightGCNBase):
         Shapes: ``B`` subgraphs of ``k`` nodes, ``P`` pairs per subgraph (the positive
         ``(z1, z2)`` and one or two negatives), ``K`` distances (W and/or GW). The random
         part is :meth:`_draw`; every cost comes from one stacked call (:func:`pair_costs`),
-        the plans from one graph replay on CUDA, and the loss from one fused call
+        the plans from one graph replay on CUDA, and the loss from one call
         (:func:`pair_loss`).
         """
         nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
@@ -572,8 +572,8 @@ class LightGCNOT(LightGCNBase):
         cs = costs[2 * p] if xx else (cs if self._need_gw else None)
         if self.detach_plan:
             args = (c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach())
-            if self._fused_unchecked:
-                self._check_fused(*args)
+            if self._triton_unchecked:
+                self._check_triton(*args)
             t_wd, gamma = self._plans(*args)
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters, round=self.round_plan)
@@ -582,16 +582,16 @@ class LightGCNOT(LightGCNBase):
         return self._pair_loss(c, ct, cs, t_wd, gamma, coef, self.ot_distance, self.gw_plan, self.t_wd, self.t_gwd,
                                self.ot_loss_form)
 
-    def _check_fused(self, c, cs, ct) -> None:
+    def _check_triton(self, c, cs, ct) -> None:
         """Once, on the first batch: the Triton plans against PyTorch's on the same costs.
         ``auto`` falls back to PyTorch, with a warning, on any difference beyond float32
         noise or any error (no Triton, an unsupported GPU, a compiler failure); ``triton``
         raises instead. Inputs the kernels do not take go to PyTorch silently."""
-        from .ot import fused as triton_ot
+        from .ot import triton_plans as triton_ot
 
-        self._fused_unchecked = False
+        self._triton_unchecked = False
         if self.ot_solver == "auto" and not _on_gpu(c):  # the kernels are for GPUs
-            self._plans = self._plan_solver(fused=False)
+            self._plans = self._plan_solver(triton=False)
             return
         if not triton_ot.supported(c, cs, ct):
             if self.ot_solver == "triton" and c.is_cuda:
@@ -600,7 +600,7 @@ class LightGCNOT(LightGCNBase):
             return
         problem = None
         try:
-            problem = _fused_plan_problem(c, cs, ct, self._plan_args)
+            problem = _triton_plan_problem(c, cs, ct, self._plan_args)
         except Exception as exc:  # noqa: BLE001 - a fast path must never cost a run
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if problem is None:
@@ -608,11 +608,11 @@ class LightGCNOT(LightGCNBase):
         if self.ot_solver == "triton":
             raise RuntimeError(f"ot_solver=triton: {problem}")
         warnings.warn(f"LightGCNOT: Triton OT plans not used ({problem}); using PyTorch's")
-        self._plans = self._plan_solver(fused=False)
+        self._plans = self._plan_solver(triton=False)
 
-    def _plan_solver(self, fused: bool) -> O.CudaGraphed:
+    def _plan_solver(self, triton: bool) -> O.CudaGraphed:
         """The detached plans of this model's settings, replayed from CUDA graphs on a GPU."""
-        return O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=fused))
+        return O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, triton=triton))
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:

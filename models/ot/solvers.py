@@ -330,20 +330,20 @@ def ot_plans(
     gw_beta: float = 0.1,
     gw_outer: int = 5,
     gw_inner: int = 20,
-    fused: bool = False,
+    triton: bool = False,
     round_plan: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The Wasserstein plan of ``c`` and the GW plan of ``(cs, ct)`` (skipped when ``cs`` is
     None: returns an empty tensor), computed without autograd. Shapes are static, so on
-    CUDA this function is captured once per shape by :class:`CudaGraphed`. ``fused``: by
-    the Triton kernels of :mod:`models.ot.fused` where they take the inputs. ``round_plan``:
-    round every plan onto exact marginals (:func:`ipot`)."""
+    CUDA this function is captured once per shape by :class:`CudaGraphed`. ``triton``: by
+    the Triton kernels of :mod:`models.ot.triton_plans` where they take the inputs.
+    ``round_plan``: round every plan onto exact marginals (:func:`ipot`)."""
     w_solver, gw_solver = ipot, gw_plan
-    if fused:
-        from . import fused as F
+    if triton:
+        from . import triton_plans
 
-        if F.supported(c, cs, ct):
-            w_solver, gw_solver = F.ipot, F.gw_plan
+        if triton_plans.supported(c, cs, ct):
+            w_solver, gw_solver = triton_plans.ipot, triton_plans.gw_plan
     with torch.no_grad():
         t = w_solver(c, beta=wd_beta, n_iter=wd_iters, round=round_plan)
         if cs is None:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-# The Triton OT kernels (models/ot/fused.py) run here in Triton's interpreter. Triton reads
+# The Triton OT kernels (models/ot/triton_plans.py) run here in Triton's interpreter. Triton reads
 # this when it is first imported (its standard library is decorated then), so it is set
 # before any test imports it. On the CPU nothing else looks at it: LightGCNOT uses the
 # kernels off CUDA only when a test asks for ot_solver=triton.
