@@ -117,7 +117,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .lightgcn_base import LightGCNBase, gather_rows, propagate_symmetric
+from .lightgcn_base import LightGCNBase, gather_rows
 from .ot import losses as L
 from .ot import sampling as S
 from .ot import solvers as O
@@ -533,20 +533,16 @@ class LightGCNOT(LightGCNBase):
         elif spec == "last":
             z2 = gather_rows(layers[-1], flat)
         elif spec == "simgcl":
-            z2 = gather_rows(self._layer_view(self._perturbed_layers(), self.z1_spec), flat)
+            z2 = gather_rows(self._layer_view(self.propagate(perturbed=True), self.z1_spec), flat)
         else:
             z2 = gather_rows(layers[spec], flat)
         b, k = nodes.shape
         return z1.view(b, k, -1), z2.view(b, k, -1)
 
-    def _perturbed_layers(self):
-        emb = self.get_ego_embeddings()
-        out = [emb]
-        for _ in range(self.n_layers):
-            emb = propagate_symmetric(self.norm_adj_matrix, emb)
-            emb = emb + simgcl_noise(emb, self.simgcl_eps)
-            out.append(emb)
-        return out
+    def perturb(self, emb: torch.Tensor, layer: int) -> torch.Tensor:
+        """SimGCL's noise after every layer of the ``simgcl`` view's forward
+        (:meth:`LightGCNBase.propagate` with ``perturbed=True``)."""
+        return emb + simgcl_noise(emb, self.simgcl_eps)
 
     # -- the OT term ---------------------------------------------------------------
     def ot_term(self, layers, interaction, readout=None) -> torch.Tensor:
