@@ -227,6 +227,22 @@ def test_a_model_can_ask_its_own_rules_what_a_planner_would_refuse():
     assert declared.problem({**config, "k1": 0, "k2": 0}) == "k1 + k2 >= 1 does not hold (k1=0, k2=0)"
 
 
+def test_a_check_reads_strings_bools_and_or_not():
+    check = model_rules.parse_check('not (a == "x" and b) or c >= 2')
+    assert check.names == ("a", "b", "c")
+    assert check.problem({"a": "x", "b": True, "c": 1}) is not None
+    assert check.problem({"a": "y", "b": True, "c": 1}) is None
+    assert check.problem({"a": "x", "b": "true", "c": "3"}) is None
+    assert check.problem({"a": "x", "c": 1}) is None  # a key the config lacks: not checked
+    assert check.problem({"a": "x", "b": 2, "c": 1}) is None  # not a bool: not checked
+    for bad in ("k1 + k2", "a < b < c", 'a == "x" or k1'):
+        if bad.endswith("k1"):
+            assert model_rules.parse_check(bad).problem({"a": "y", "k1": 1}) is None  # k1 is no bool
+            continue
+        with pytest.raises(ValueError, match="a check is"):
+            model_rules.parse_check(bad)
+
+
 def test_a_malformed_annotation_names_its_file_and_line(tmp_path):
     path = tmp_path / "M.yaml"
     path.write_text("a: 1   # (int >= 1)\nb: 2   # (int => 1) typo\n", encoding="utf-8")
