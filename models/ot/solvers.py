@@ -98,9 +98,12 @@ def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5, shift
     return cost_from_cosine(cosine(x, y), form, tau, shift, scope)
 
 
-def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None) -> Tensor:
+def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None,
+                     bounded: bool = True) -> Tensor:
     r""":func:`cost_matrix` from precomputed cosines ``[..., n, m]`` in ``[-1, 1]`` (so that
-    several cost matrices of one batch are made by one stacked call).
+    several cost matrices of one batch are made by one stacked call), or from raw inner
+    products with ``bounded=False`` (the notebook's ``no_norm``: the rows were not
+    normalised, so nothing bounds them).
 
     ``exp`` costs are :math:`e^{-\cos/\tau - s}` with a detached shift ``s``:
 
@@ -112,7 +115,8 @@ def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: st
       (22.2 in float32): 0, i.e. GSC's numbers, whenever ``1/tau <= L`` (``tau >= 0.045`` in
       float32; a cosine never exceeds 1, so this is decided without looking at the data);
       below that, just enough shift that no cost exceeds ``e^L``, so neither the cost nor
-      its square in the GW linearisation can reach inf.
+      its square in the GW linearisation can reach inf. With ``bounded=False`` the largest
+      logit is looked at every time (inner products have no bound), the same formula.
 
     Within one scope a shift multiplies every cost by the same ``e^{-s}``, and pruning over
     the same scope commutes with that, so a shifted pruned cost is ``e^{-s}`` times the
@@ -122,7 +126,7 @@ def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: st
     """
     if form == "exp":
         logits = cos / -tau
-        if shift == "never" or (shift == "auto" and 1.0 / tau <= _log_cost_cap(cos.dtype)):
+        if shift == "never" or (shift == "auto" and bounded and 1.0 / tau <= _log_cost_cap(cos.dtype)):
             return torch.exp(logits)
         if shift not in ("auto", "always"):
             raise ValueError(f"unknown cost shift {shift!r} (expected 'auto', 'always' or 'never')")
