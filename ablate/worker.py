@@ -474,7 +474,9 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         with _adjacency_cache(model_cls, cache):
             model = model_cls(config, train_data._dataset).to(config["device"])
         _count_flops(model, train_data._dataset, config)
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        # RecBole picks a trainer by the model's name; a model of ours that trains with one of
+        # RecBole's trainers names it (models.NCLAblation: NCL's, with its E-step and warm-up).
+        trainer = get_trainer(config["MODEL_TYPE"], getattr(model_cls, "trainer_model", config["model"]))(config, model)
         _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict)
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()

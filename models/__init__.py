@@ -1,4 +1,5 @@
-"""RecBole models for ablate: the researcher's LightGCNOT, and SimGCL / XSimGCL.
+"""RecBole models for ablate: the researcher's LightGCNOT, SimGCL / XSimGCL, and
+NCLAblation (RecBole's NCL with its init step as a setting).
 
 ``MODELS`` maps a model name to its RecBole ``GeneralRecommender`` subclass;
 ``default_config_file(name)`` gives the YAML with every key that model reads. The
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ADDED_SETTINGS", "MODELS", "NAMES", "VERSIONS", "LightGCNBase", "LightGCNOT", "SimGCL", "XSimGCL",
-           "default_config_file", "get_model"]
+__all__ = ["ADDED_SETTINGS", "MODELS", "NAMES", "VERSIONS", "LightGCNBase", "LightGCNOT", "NCLAblation", "SimGCL",
+           "XSimGCL", "default_config_file", "get_model"]
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
@@ -23,8 +24,9 @@ _WHERE = {
     "LightGCNOT": "lightgcn_ot",
     "SimGCL": "simgcl",
     "XSimGCL": "xsimgcl",
+    "NCLAblation": "ncl",
 }
-NAMES: tuple[str, ...] = ("LightGCNOT", "SimGCL", "XSimGCL")
+NAMES: tuple[str, ...] = ("LightGCNOT", "SimGCL", "XSimGCL", "NCLAblation")
 
 # Implementation version of each model: bumped by whoever changes the numbers a model
 # computes for a given config (a fixed bug, a new default arithmetic), so that runs made
