@@ -40,7 +40,7 @@ NAMES: tuple[str, ...] = ("LightGCNOT", "SimGCL", "XSimGCL", "NCLAblation")
 VERSIONS: dict[str, int] = {"LightGCNOT": 2, "SimGCL": 2, "XSimGCL": 2}
 
 # Settings a model gained after runs of it were stored. At its default each one computes
-# exactly what the model computed before it existed (tests/models check it bit for bit), so
+# exactly what the model computed before it existed (tests/models/test_switches.py), so
 # a caller that names a run by its config leaves it out there, and every config that does
 # not use it keeps the identity it had. Append only: a listed setting stays listed.
 ADDED_SETTINGS: dict[str, tuple[str, ...]] = {
