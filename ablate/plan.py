@@ -76,8 +76,11 @@ class RunSpec:
 def run_key(config: dict[str, Any]) -> str:
     """Stable 16-hex key of a resolved config, run-local settings left out, and of the
     implementation of its model (:mod:`ablate.versions`): after a change to a model's
-    numbers, the same config names a new run instead of finding the old code's."""
-    ident = {k: v for k, v in config.items() if k not in LOCAL_KEYS}
+    numbers, the same config names a new run instead of finding the old code's. Settings a
+    model gained later are left out where they hold their default (:func:`ablate.versions.
+    unkeyed`), so a new switch changes no stored run's key."""
+    unkeyed = versions.unkeyed(config)
+    ident = {k: v for k, v in config.items() if k not in LOCAL_KEYS and k not in unkeyed}
     ident.update(versions.key_part(config.get("model")))
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -59,6 +59,34 @@ def label(model: str | None, version: int | None = None, numbers: int | None = N
     return f"{model}@{version}+ablate@{numbers}"
 
 
+def unkeyed(config: dict) -> frozenset[str]:
+    """Settings of ``config`` that its run key leaves out: those its model gained after runs
+    of it were stored (``models.ADDED_SETTINGS``), wherever they hold the model's default
+    (read as RecBole reads them). Such a setting computes at its default what the model
+    computed before it existed, so a config that does not use it keeps the key it had."""
+    model = config.get("model")
+    try:
+        import models
+    except ImportError:  # models/ not installed: only RecBole's models exist
+        return frozenset()
+    added = getattr(models, "ADDED_SETTINGS", {}).get(model, ())
+    if not added:
+        return frozenset()
+    from ablate import catalog
+    from models.rules import as_recbole_reads
+
+    defaults = catalog.model_defaults(model)
+    return frozenset(k for k in added if k in config and k in defaults
+                     and _same(as_recbole_reads(config[k]), as_recbole_reads(defaults[k])))
+
+
+def _same(a, b) -> bool:
+    """Equal values of one type family (``True`` is not ``1``, ``1`` is ``1.0``)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
 def key_part(model: str | None) -> dict[str, str]:
     """What :func:`ablate.plan.run_key` hashes beside the config: nothing at the initial
     versions (keys made before versions existed stay valid), the label otherwise."""

@@ -458,7 +458,9 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         with _adjacency_cache(model_cls, cache):
             model = model_cls(config, train_data._dataset).to(config["device"])
         _count_flops(model, train_data._dataset, config)
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        # RecBole picks a trainer by the model's name; a model of ours that trains with one of
+        # RecBole's trainers names it (models.NCLAblation: NCL's, with its E-step and warm-up).
+        trainer = get_trainer(config["MODEL_TYPE"], getattr(model_cls, "trainer_model", config["model"]))(config, model)
         capture = EvaluationCapture(trainer, config["USER_ID_FIELD"])
         _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict, capture)
         if config["device"].type == "cuda":

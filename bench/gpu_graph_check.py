@@ -83,12 +83,12 @@ def main() -> int:
           f"max |diff| {max((t_g - t_e).abs().max().item(), (g_g - g_e).abs().max().item()):.1e}")
 
     from models import lightgcn_ot
-    from models.ot import fused
+    from models.ot import triton_plans
 
-    if fused.supported(*args):
-        problem = lightgcn_ot._fused_plan_problem(*args, model._plan_args)
+    if triton_plans.supported(*args):
+        problem = lightgcn_ot._triton_plan_problem(*args, model._plan_args)
         check("Triton plans as close to float64 as PyTorch's float32 plans", problem is None, problem or "")
-        plain = model._plan_solver(fused=False)
+        plain = model._plan_solver(triton=False)
         for name, fn in (("Triton", model._plans), ("PyTorch", plain)):
             fn(*args)
             torch.cuda.synchronize()
@@ -100,7 +100,7 @@ def main() -> int:
             torch.cuda.synchronize()
             print(f"      plans of one step, graph replay, {name}: {start.elapsed_time(end) / 200 * 1000:.0f} us")
     else:
-        check("Triton plans usable here", False, f"Triton importable: {fused.triton_available()}")
+        check("Triton plans usable here", False, f"Triton importable: {triton_plans.triton_available()}")
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     finite = True

@@ -12,7 +12,9 @@ https://arxiv.org/abs/2002.02126), with four differences that matter to its subc
   perturbed forward) and the class attribute :attr:`readout_start` (final embedding =
   mean of layers ``readout_start..L``), so subclasses never copy ``forward``;
 * every differentiable row gather goes through :func:`gather_rows` (``index_select``),
-  whose backward is repeatable on CPU with several threads, unlike ``x[index]``'s.
+  whose backward is repeatable on CPU with several threads, unlike ``x[index]``'s;
+* the init step is a setting (``param_init``, for subclasses that offer it): RecBole's
+  Xavier-uniform init, or none at all.
 
 .. math::
     E^{(l+1)} = \hat A E^{(l)},\quad \hat A = D^{-1/2} A D^{-1/2},\quad
@@ -21,11 +23,17 @@ https://arxiv.org/abs/2002.02126), with four differences that matter to its subc
 Loss terms (returned as a tuple, names in :attr:`loss_names`): BPR and
 ``reg_weight`` times the L2 norm of the batch's layer-0 embeddings.
 
-Args (config keys, defaults in ``config/LightGCNBase.yaml``):
+Args (config keys; each subclass lists its defaults in ``config/<Name>.yaml``):
     embedding_size (int): 64.
     n_layers (int): 3.
     reg_weight (float): 1e-4.
     require_pow (bool): False.
+    param_init (str): ``"xavier"`` (RecBole's ``xavier_uniform_initialization`` of every
+        embedding and ``nn.Linear``: :math:`W \sim \mathcal U[-b, b]`,
+        :math:`b = \sqrt{6 / (\text{fan}_\text{in} + \text{fan}_\text{out})}`) or ``"none"``
+        (no init step: each module keeps what its constructor drew, an embedding
+        :math:`\mathcal N(0, 1)`, as RecBole's models without their ``self.apply(...)`` line).
+        Read only when the config has it; absent, ``"xavier"``.
 """
 
 from __future__ import annotations
@@ -111,6 +119,16 @@ def normalized_adjacency(row: np.ndarray, col: np.ndarray, n: int) -> torch.Tens
     return torch.sparse_coo_tensor(idx, torch.from_numpy(val), (n, n)).coalesce()
 
 
+def _setting(config, key: str, default):
+    """``config[key]``, or ``default`` where the config lacks it (RecBole's ``Config`` answers
+    None for a key it does not hold; a plain dict raises KeyError)."""
+    try:
+        value = config[key]
+    except KeyError:
+        value = None
+    return default if value is None else value
+
+
 class LightGCNBase(GeneralRecommender):
     """LightGCN with hooks; see the module docstring."""
 
@@ -124,6 +142,9 @@ class LightGCNBase(GeneralRecommender):
         self.n_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
         self.require_pow = config["require_pow"]
+        self.param_init = _setting(config, "param_init", "xavier")
+        if self.param_init not in ("xavier", "none"):
+            raise ValueError(f"param_init={self.param_init!r}: expected 'xavier' or 'none'")
 
         self.user_embedding = torch.nn.Embedding(self.n_users, self.latent_dim)
         self.item_embedding = torch.nn.Embedding(self.n_items, self.latent_dim)
@@ -146,8 +167,10 @@ class LightGCNBase(GeneralRecommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform init of every embedding and linear layer (RecBole's default)."""
-        self.apply(xavier_uniform_initialization)
+        """Xavier-uniform init of every embedding and linear layer (RecBole's default), unless
+        ``param_init`` is ``"none"``: then every parameter stays as its constructor drew it."""
+        if self.param_init == "xavier":
+            self.apply(xavier_uniform_initialization)
 
     # -- propagation ---------------------------------------------------------------
     def get_ego_embeddings(self) -> torch.Tensor:

@@ -6,22 +6,38 @@ https://arxiv.org/abs/2006.14744), with NCL's prototype term as an option (Lin e
 WWW 2022, https://arxiv.org/abs/2202.06200). Per training batch:
 
 1. Propagate LightGCN once: layers :math:`E^{(0)}..E^{(L)}` (shared with BPR).
-2. Draw centres (``n_user_centres`` users and ``n_item_centres`` items) and, on the
-   device, a subgraph of ``k = 1 + k1 + k2`` nodes around each (see
-   :mod:`models.ot.sampling`).
+2. Draw centres (``n_user_centres`` users, ``n_item_centres`` items, ``n_node_centres``
+   over both) and, on the device, a subgraph of ``k = 1 + k1 + k2`` nodes around each
+   (see :mod:`models.ot.sampling`).
 3. Two views of each subgraph's nodes: anchor :math:`z_1` (``ot_z1``) and generated
-   :math:`z_2` (``ot_z2``); only the sampled rows are computed.
-4. Positive pairs :math:`(z_1^b, z_2^b)`; negatives pair :math:`z_1^b` with another
-   subgraph's :math:`z_1` and/or :math:`z_2` (a random cyclic derangement within users
-   and within items). For every pair, batched ``[P, k, k]``:
+   :math:`z_2` (``ot_z2``); only the sampled rows are computed. A view is a layer, the
+   mean of a set of layers :math:`S`, the GAT over one, or the same of a SimGCL-perturbed
+   forward:
 
    .. math::
-       C_{ij} = \mathrm{prune}\big(e^{-\cos(x_i, y_j)/\tau}\big)\ \text{or}\ 1 - \cos,\quad
+       z = \frac{1}{|S|} \sum_{l \in S} E^{(l)},\qquad
+       z = \sigma\big(\mathrm{GAT}(E_S)\big),\qquad
+       \tilde E^{(l)} = \hat A \tilde E^{(l-1)} + \epsilon\, \mathrm{sign}(\cdot) \odot \tfrac{U}{\lVert U \rVert}.
+
+4. Positive pairs :math:`(z_1^b, z_2^b)`; negatives pair :math:`z_1^b` with another
+   subgraph's :math:`z_1` and/or :math:`z_2` (a random cyclic derangement within each
+   group: users and items, or all together with ``ot_groups: joint``). For every pair,
+   batched ``[P, k, k]``, with :math:`s(x, y) = \cos(x, y)` or, ``ot_normalize: false``,
+   the raw :math:`\langle x, y \rangle`:
+
+   .. math::
+       C_{ij} = \mathrm{prune}\big(e^{-s(x_i, y_j)/\tau - c}\big)\ \text{or}\ 1 - \cos,\quad
        d_W = \langle C, T_W \rangle,\quad
-       d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P \rangle,\ P \in \{T_W, \gamma\}.
+       d_{GW} = \langle C_{st} - 2 C_s \gamma C_t^\top, P \rangle,\ P \in \{T_W, \gamma\},
+
+   :math:`c` the shift (``ot_cost_shift``), :math:`C_s` from the subgraph's adjacency,
+   its :math:`A^2` (a 0/1 set or path counts :math:`(A^2)_{ij} = |N(i) \cap N(j)|`), or
+   the cost of :math:`z_1` with itself.
 
 5. :math:`\ell_{OT}` = GSC's BCE on :math:`e^{-d/t}` or InfoNCE on :math:`-d/t`, mixed
-   :math:`a\,\ell_W + (1-a)\,\ell_{GW}`, summed over the user and the item subgraphs.
+   :math:`a\,\ell_W + (1-a)\,\ell_{GW}`, a mean over each group, summed over groups.
+6. The training loss: :math:`w_{BPR}\,\ell_{BPR} + \lambda_{reg}\,\ell_{reg} + w_{OT}\,\ell_{OT}`
+   [:math:`+ w_{proto}\,\ell_{proto}`].
 
 With the defaults this is GSC's arithmetic (``model.py`` of github.com/yh-han/GSC,
 ``sub_loss_batch``), value and gradient, once for the user subgraphs and once for the item
@@ -37,7 +53,7 @@ no-grad function (:meth:`LightGCNOT._draw`) and, with ``ot_detach_plan``, the W/
 another (by default the plans carry GSC's gradient, so they run eagerly with autograd); on
 CUDA each is replayed from a CUDA graph (one launch for a few hundred kernels; the default
 CUDA RNG is graph-safe). Every pair's cost comes from one stacked call and every loss (W and GW, user
-and item subgraphs) from one fused call. ``python bench/ot_ops.py`` counts the kernels.
+and item subgraphs) from one call. ``python bench/ot_ops.py`` counts the kernels.
 
 Loss terms: ``("bpr", "reg", "ot")``, plus ``"proto"`` when ``proto_weight > 0``; each
 is already weighted, so their sum is the training loss.
@@ -48,16 +64,35 @@ notebook's default row):
     n_layers (int): 3.
     reg_weight (float): 1e-4 (L2 on layer-0 embeddings and on the GAT weights).
     require_pow (bool): False.
+    param_init (str): ``"xavier"`` (RecBole's init: embeddings and the GAT's weight
+        Xavier-uniform) or ``"none"`` (no init step: embeddings :math:`\mathcal N(0, 1)` as
+        ``nn.Embedding`` draws them, the GAT as PyG's ``GATConv`` makes it; the notebook's
+        "wo_init_pam"). See :class:`models.lightgcn_base.LightGCNBase`.
+    bpr_weight (float): 1. The weight :math:`w_{BPR}` of BPR; 0 trains without it
+        ("wobpr"; the term is then 0, not computed into the gradient).
     ot_weight (float): 1e-7. 0 skips the OT term entirely.
-    ot_z1 (str|int): ``"mean"`` (layers 0..L), ``"mean1"`` (1..L) or a layer index
-        (negative counts from L: -2 is layer L-1).
-    ot_z2 (str|int): ``"gat"`` (PyG ``GATConv`` over ``ot_gat_input``, no self loops; GSC's
-        generator), ``"next"`` (layer L+1), ``"last"`` (layer L), ``"simgcl"`` (the
-        ``ot_z1`` readout of a SimGCL-perturbed forward) or a layer index.
-    ot_gat_input (str|int): ``"z1"`` or a view as in ``ot_z1`` (default ``"z1"``).
+    ot_z1 (str|int|list): ``"mean"`` (layers 0..L), ``"mean1"`` (1..L), ``"gat"`` (the GAT
+        over ``ot_z1_gat_input``), a layer index (negative counts from L: -2 is layer L-1)
+        or a list of layers, averaged (``[0, 1]``: the notebook's "z1:01").
+    ot_z2 (str|int|list): ``"gat"`` (PyG ``GATConv`` over ``ot_gat_input``, no self loops;
+        GSC's generator), ``"next"`` (layer L+1), ``"last"`` (layer L), ``"simgcl"`` (the
+        ``ot_simgcl_input`` readout of a SimGCL-perturbed forward), a layer index or a list
+        of layers.
+    ot_gat_input (str|int|list): ``"z1"``, ``"next"`` (layer L+1, one more product: the
+        notebook's "gat4") or a view as in ``ot_z1`` (default ``"z1"``).
+    ot_z1_gat_input (str|int|list): what the GAT runs over for ``ot_z1: gat`` (default
+        ``"mean"``); the views share the one GAT ("z1:gat1_z2:gat3").
     ot_gat_activation (str): ``"relu"`` (GSC), ``"prelu"``, ``"elu"`` or ``"none"``.
     ot_simgcl_eps (float): 0.1, noise magnitude of the ``simgcl`` view.
+    ot_simgcl_input (str|int|list): the perturbed layers the ``simgcl`` view averages:
+        ``"z1"`` (default: those of ``ot_z1``), ``"mean"``, ``"mean1"`` (layer 0 left out
+        while z1 keeps it: "z1_sm03_z2_simgcl(没加inital emb)"), a layer or a list.
     n_user_centres (int): 5. n_item_centres (int): 5.
+    n_node_centres (int): 0, centres uniform over users and items together (GSC's
+        ``nodes_batch``: the notebook's "300batch").
+    ot_groups (str): ``"ui"`` (users' and items' subgraphs are two groups: negatives,
+        pruning thresholds and the loss's mean within each, the two losses summed; the
+        notebook's "ui") or ``"joint"`` (one group, one loss: GSC's one ``sub_loss_batch``).
     centre_source (str): ``"all"`` (uniform over all users/items) or ``"batch"``.
     k1 (int): 3, 1-hop nodes per subgraph. k2 (int): 2, nodes from ``sample_adj``.
     sample_adj (str): ``"A"`` (2-hop walks), ``"A2"`` (uniform over the 2-hop set,
@@ -66,6 +101,9 @@ notebook's default row):
     subg1_adj (str): structure cost :math:`C_s` of GW: ``"A"``, ``"A2"`` (adjacency,
         GSC) or ``"xx"`` (cost of :math:`z_1` with itself, GOT).
     a2_max_paths (float): 2e7.
+    a2_weights (str): ``"set"`` (``A^2`` of ``subg1_adj: A2`` as 0/1) or ``"counts"``
+        (the number of 2-paths, "noguiyi"; ``exp(-count/tau)`` then). Sampling from ``A^2``
+        is uniform over its set either way.
     ot_distance (str): ``"both"``, ``"wd"`` or ``"gwd"``. ot_mix (float): 0.5, the
         weight ``a`` of the W loss when both.
     gw_plan (str): ``"wd"`` (GSC: evaluate GW with the W plan) or ``"gw"`` (GOT).
@@ -73,6 +111,9 @@ notebook's default row):
     ot_negatives (str): ``"both"`` (GSC), ``"z1"`` or ``"z2"``.
     ot_cost (str): ``"exp"`` (GSC) or ``"cos"`` (GOT). ot_tau (float): 0.5 (the notebook's;
         GSC's ``Model`` default, its Cora config has 5).
+    ot_normalize (bool): True (GSC, GOT; "normxy"): costs of the cosines. False (the
+        notebook's "no_norm"): of the raw inner products, unbounded, so ``ot_cost_shift:
+        auto`` then looks at the largest logit every time; ``exp`` only.
     ot_prune (float): 0.1 (GSC's threshold; negative disables).
     ot_prune_scope (str): ``"batch"`` (GSC: one threshold from the min and max over all
         pairs of a group, per kind of cost: ``C``, ``C_t``, ``C_s``; subgraphs out of the
@@ -96,11 +137,11 @@ notebook's default row):
         through the costs only: much cheaper on a GPU, the same loss value, but not GSC's
         gradient (on the fixtures it is off by 0.7-1.0 of the largest entry).
     ot_solver (str): ``"auto"``: the detached plans by the Triton kernels of
-        :mod:`models.ot.fused` (one kernel for W, one for GW, instead of ~2,700 small
+        :mod:`models.ot.triton_plans` (one kernel for W, one for GW, instead of ~2,700 small
         ones) on CUDA where Triton is installed, checked against PyTorch on the first
         batch, else PyTorch; ``"torch"``; ``"triton"`` (an error where it cannot be used).
     ot_compile (bool): False. True runs the costs and the loss through ``torch.compile``
-        (fused kernels; the first batch pays the compilation, ~30 s). Experimental: equal
+        (compiled kernels; the first batch pays the compilation, ~30 s). Experimental: equal
         to eager on the CPU (tested); on an H200 an epoch took 1.64x LightGCN's against
         1.68x without it.
     proto_weight (float): 0 (off). num_clusters (int): 1000. proto_temp (float): 0.1.
@@ -153,16 +194,16 @@ def _on_gpu(t) -> bool:
     return t.is_cuda
 
 
-def _fused_plan_problem(c, cs, ct, plan_args) -> str | None:
+def _triton_plan_problem(c, cs, ct, plan_args) -> str | None:
     """None when the Triton plans are as close to float64 plans as PyTorch's float32 plans
     are (within 10x, or 1e-5), else what is wrong. The GW plan is sensitive: PyTorch's own
     float32 plan is ~1e-4 off float64 on real costs, so the kernels are judged against
     that, not against PyTorch's float32 plan."""
     wide = [None if x is None else x.double() for x in (c, cs, ct)]
-    ref = O.ot_plans(*wide, **plan_args, fused=False)
-    eager = O.ot_plans(c, cs, ct, **plan_args, fused=False)
-    fused = O.ot_plans(c, cs, ct, **plan_args, fused=True)
-    for name, f, e, r in zip(("W", "GW"), fused, eager, ref):
+    ref = O.ot_plans(*wide, **plan_args, triton=False)
+    eager = O.ot_plans(c, cs, ct, **plan_args, triton=False)
+    kernels = O.ot_plans(c, cs, ct, **plan_args, triton=True)
+    for name, f, e, r in zip(("W", "GW"), kernels, eager, ref):
         if not r.numel():
             continue
         err_f, err_e = float((f.double() - r).abs().max()), float((e.double() - r).abs().max())
@@ -180,12 +221,22 @@ def _cfg(config, key):
 
 
 def _view_spec(val):
-    """``"mean"``/``"mean1"``/other names stay strings; ``"-2"`` or ``-2`` become ints."""
+    """``"mean"``/``"mean1"``/other names stay strings; ``"-2"`` or ``-2`` become ints; a list
+    of layers (``[0, 1]``, or ``"[0, 1]"`` as RecBole may hand it over) a tuple of ints."""
     if isinstance(val, str):
+        text = val.strip()
+        if text.startswith("["):
+            import ast
+
+            return _view_spec(ast.literal_eval(text))
         try:
-            return int(val)
+            return int(text)
         except ValueError:
-            return val
+            return text
+    if isinstance(val, (list, tuple)):
+        if not val:
+            raise ValueError("an empty list of layers")
+        return tuple(int(v) for v in val)
     return int(val)
 
 
@@ -230,15 +281,17 @@ def subgraph_scope(group, in_loss):
 
 
 def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str, tau: float, prune: float,
-               shift: str = "auto", scope=None):
+               shift: str = "auto", scope=None, normalize: bool = True):
     r"""Every cost matrix of a batch from one stacked call, ``[P (+ P (+ 1)), B, k, k]``.
 
     Rows ``0..P-1``: :math:`C` of :math:`z_1` against each pair's second view (the positive
     :math:`z_2`, then the negatives: the deranged subgraph's :math:`z_1` and/or
     :math:`z_2`, by ``negatives``); then, when ``need_gw``, :math:`C_t` of each second view
     with itself; then, when ``xx``, :math:`C_s` of :math:`z_1` with itself (GOT). Rows are
-    normalised once, so every cosine is a plain matmul. A pure function of tensors and
-    Python constants, so ``torch.compile`` can fuse it (``ot_compile``).
+    normalised once, so every cosine is a plain matmul; ``normalize=False`` (the notebook's
+    ``no_norm``) leaves them as they are, and every "cosine" is then the raw inner product
+    :math:`\langle x_i, y_j \rangle`. A pure function of tensors and Python constants, so
+    ``torch.compile`` can compile it (``ot_compile``).
 
     ``scope`` (``[B]``, :func:`subgraph_scope`): each kind of cost (``C``, ``C_t``, ``C_s``)
     is shifted and pruned over all its pairs of one group at once, as GSC's ``wd`` and
@@ -246,7 +299,9 @@ def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str
     notebook makes one call for the users and one for the items); ``None``: every
     ``[k, k]`` problem alone (``ot_prune_scope=problem``).
     """
-    z = O.safe_normalize(torch.stack([z1, z2]))
+    z = torch.stack([z1, z2])
+    if normalize:
+        z = O.safe_normalize(z)
     x, y2 = z[0], z[1]
     parts = [y2]
     if negatives in ("both", "z1"):
@@ -267,7 +322,7 @@ def pair_costs(z1, z2, sigma, negatives: str, need_gw: bool, xx: bool, form: str
             r0 += c.shape[0]
         ids = torch.cat(ids)
     cos = torch.cat(cos)
-    return O.prune_cost(O.cost_from_cosine(cos, form, tau, shift, ids), prune, ids)
+    return O.prune_cost(O.cost_from_cosine(cos, form, tau, shift, ids, bounded=normalize), prune, ids)
 
 
 def structure_cost(adj, form: str, tau: float, prune: float, scope=None):
@@ -300,21 +355,32 @@ class LightGCNOT(LightGCNBase):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         g = {key: _cfg(config, key) for key in _DEFAULTS}
-        problem = _RULES.problem({"n_layers": self.n_layers, **g})
+        problem = _RULES.problem({"n_layers": self.n_layers, "reg_weight": self.reg_weight, **g})
         if problem:  # what the planner refuses from the same file, for callers that skip it
             raise ValueError(problem)
         self.ot_weight = float(g["ot_weight"])
+        self.bpr_weight = float(g["bpr_weight"])
         self.z1_spec = _view_spec(g["ot_z1"])
         self.z2_spec = _view_spec(g["ot_z2"])
         if isinstance(self.z2_spec, str) and self.z2_spec not in _Z2:
             raise ValueError(f"ot_z2={self.z2_spec!r}: expected one of {sorted(_Z2)} or a layer index")
         self.gat_input = _view_spec(g["ot_gat_input"])
-        for spec in (self.z1_spec, self.gat_input):
-            if isinstance(spec, str) and spec not in {"mean", "mean1", "z1"}:
-                raise ValueError(f"unknown view {spec!r}: expected 'mean', 'mean1' or a layer index")
+        self.z1_gat_input = _view_spec(g["ot_z1_gat_input"])
+        simgcl_input = _view_spec(g["ot_simgcl_input"])
+        self.simgcl_spec = self.z1_spec if simgcl_input == "z1" else simgcl_input
+        names = {"z1": {"mean", "mean1", "gat"}, "gat_input": {"mean", "mean1", "z1", "next"},
+                 "z1_gat_input": {"mean", "mean1", "next"}, "simgcl_input": {"mean", "mean1", "z1"}}
+        for what, spec in (("z1", self.z1_spec), ("gat_input", self.gat_input), ("z1_gat_input", self.z1_gat_input),
+                           ("simgcl_input", simgcl_input)):
+            if isinstance(spec, str) and spec not in names[what]:
+                raise ValueError(f"ot_{what}={spec!r}: expected one of {sorted(names[what])}, a layer or a list of layers")
         self.simgcl_eps = float(g["ot_simgcl_eps"])
+        self.normalize = bool(g["ot_normalize"])
         self.n_user_centres = int(g["n_user_centres"])
         self.n_item_centres = int(g["n_item_centres"])
+        self.n_node_centres = int(g["n_node_centres"])
+        self.ot_groups = g["ot_groups"]
+        self.a2_weights = g["a2_weights"]
         self.centre_source = g["centre_source"]
         self.k1, self.k2 = int(g["k1"]), int(g["k2"])
         self.sample_adj, self.subg1_adj = g["sample_adj"], g["subg1_adj"]
@@ -346,7 +412,7 @@ class LightGCNOT(LightGCNBase):
             self.a2 = S.two_hop_csr(self.graph)
             self.a2_keys = self.a2.edge_keys()
         self.gat = None
-        if self.z2_spec == "gat":
+        if "gat" in (self.z1_spec, self.z2_spec):
             from torch_geometric.nn import GATConv  # lazy: importing PyG costs seconds
 
             self.gat = GATConv(self.latent_dim, self.latent_dim, heads=1, add_self_loops=False)
@@ -360,9 +426,9 @@ class LightGCNOT(LightGCNBase):
         # The draw replays from a CUDA graph unless it needs A^2 pairs found by a sort-join
         # (a data-dependent size). Centres drawn from the batch vary in number: one graph per
         # count (CudaGraphed keys graphs by input shape).
-        graphable = not (self.subg1_adj == "A2" and self.a2 is None and self._need_gw)
+        graphable = not (self.subg1_adj == "A2" and (self.a2 is None or self.a2_weights == "counts") and self._need_gw)
         self._draw_fn = O.CudaGraphed(self._draw, enabled=graphable)
-        # ot_compile: the differentiable rest of the term through torch.compile (fused
+        # ot_compile: the differentiable rest of the term through torch.compile (compiled
         # kernels, forward and backward); functions of tensors and constants, so one
         # compilation serves every run of a warm worker with the same settings.
         compile_ = (lambda f: torch.compile(f, fullgraph=True, dynamic=False)) if g["ot_compile"] else (lambda f: f)
@@ -372,8 +438,8 @@ class LightGCNOT(LightGCNBase):
         # CUDA either is replayed from a graph.
         self._plan_args = dict(wd_beta=self.wd_beta, wd_iters=self.wd_iters, gw_beta=self.gw_beta,
                                gw_outer=self.gw_outer, gw_inner=self.gw_inner, round_plan=self.round_plan)
-        self._fused_unchecked = self.ot_solver != "torch"
-        self._plans = self._plan_solver(fused=self._fused_unchecked)
+        self._triton_unchecked = self.ot_solver != "torch"
+        self._plans = self._plan_solver(triton=self._triton_unchecked)
         self._epoch = -1
         self._clusters_epoch = None
         self.node_cluster = None
@@ -384,7 +450,7 @@ class LightGCNOT(LightGCNBase):
     # -- parameters and epochs ---------------------------------------------------
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if getattr(self, "gat", None) is not None:
+        if getattr(self, "gat", None) is not None and self.param_init == "xavier":
             self.gat.reset_parameters()  # glorot (Xavier-uniform) weights, zero bias
             torch.nn.init.xavier_uniform_(self.gat.lin.weight)
 
@@ -427,17 +493,32 @@ class LightGCNOT(LightGCNBase):
 
     # -- sampling ------------------------------------------------------------------
     def _centres(self, interaction):
-        """``[B]`` centre node ids, users first, then items (item ids offset by ``n_users``)."""
+        """``[B]`` centre node ids: ``n_user_centres`` users, ``n_item_centres`` items (ids offset
+        by ``n_users``), then ``n_node_centres`` drawn over users and items together."""
         dev = self.graph.indptr.device
         if self.centre_source == "batch":
             u = torch.unique(interaction[self.USER_ID])
             i = torch.unique(interaction[self.ITEM_ID]) + self.n_users
-            u = u[torch.randperm(u.numel(), device=dev)[: self.n_user_centres]]
-            i = i[torch.randperm(i.numel(), device=dev)[: self.n_item_centres]]
-        else:  # id 0 is RecBole's padding id
-            u = torch.randint(1, max(self.n_users, 2), (self.n_user_centres,), device=dev)
-            i = torch.randint(1, max(self.n_items, 2), (self.n_item_centres,), device=dev) + self.n_users
-        return torch.cat([u, i])
+            out = [u[torch.randperm(u.numel(), device=dev)[: self.n_user_centres]],
+                   i[torch.randperm(i.numel(), device=dev)[: self.n_item_centres]]]
+            if self.n_node_centres:
+                both = torch.cat([u, i])
+                out.append(both[torch.randperm(both.numel(), device=dev)[: self.n_node_centres]])
+        else:  # id 0 of users and of items is RecBole's padding id
+            out = [torch.randint(1, max(self.n_users, 2), (self.n_user_centres,), device=dev),
+                   torch.randint(1, max(self.n_items, 2), (self.n_item_centres,), device=dev) + self.n_users]
+            if self.n_node_centres:  # uniform over the n_users - 1 + n_items - 1 real nodes
+                r = torch.randint(0, max(self.n_users + self.n_items - 2, 1), (self.n_node_centres,), device=dev)
+                out.append(torch.where(r < self.n_users - 1, r + 1, r + 2))
+        return torch.cat(out)
+
+    def _group(self, centres):
+        """``[B]`` group of each subgraph by its centre: 0 users, 1 items (``ot_groups: ui``), or
+        0 for all (``joint``): negatives, pruning thresholds and the loss's mean stay within a
+        group."""
+        if self.ot_groups == "joint":
+            return torch.zeros_like(centres)
+        return (centres >= self.n_users).long()
 
     def sample(self, centres):
         return S.sample_subgraphs(
@@ -450,6 +531,8 @@ class LightGCNOT(LightGCNBase):
         ``scope``: see :func:`structure_cost`."""
         if self.subg1_adj == "A":
             adj = S.subgraph_adjacency(nodes, self.edge_keys, self.n_nodes)
+        elif self.a2_weights == "counts":
+            adj = S.shared_neighbour_adjacency(nodes, self.graph, counts=True)
         elif self.a2 is not None:
             adj = S.subgraph_adjacency(nodes, self.a2_keys, self.n_nodes)
         else:
@@ -463,14 +546,14 @@ class LightGCNOT(LightGCNBase):
 
         Returns ``(nodes [B, k], sigma [B], coef [K, B], cs)``: the subgraphs; ``sigma[b]``,
         the subgraph whose views are ``b``'s negatives (a random cyclic derangement within
-        the users and within the items); each subgraph's loss weight per distance (``mix``
+        each group of :meth:`_group`); each subgraph's loss weight per distance (``mix``
         times its mask over its group's normaliser, 0 where its centre or its negative was
         dropped); and the adjacency structure cost ``[B, k, k]`` (empty unless GW uses one).
         Static shapes, no host sync: on CUDA it is replayed from a graph (:attr:`_draw_fn`).
         """
         nodes, valid = self.sample(centres)
         b = centres.numel()
-        group = (centres >= self.n_users).long()
+        group = self._group(centres)
         sigma = S.group_derangement(group, 2)
         ok = valid & valid[sigma] & (sigma != torch.arange(b, device=centres.device))
         w = ok.to(self.user_embedding.weight.dtype)
@@ -484,10 +567,16 @@ class LightGCNOT(LightGCNBase):
 
     # -- views ---------------------------------------------------------------------
     def _layer_view(self, layers, spec, readout=None):
+        """A view of every node from the layers: ``mean`` (0..L), ``mean1`` (1..L), ``next``
+        (layer L+1, one more product), a layer index, or the mean of a tuple of layers."""
         if spec == "mean":
             return readout if readout is not None else torch.stack(layers, dim=1).mean(dim=1)
         if spec == "mean1":
             return torch.stack(layers[1:], dim=1).mean(dim=1)
+        if spec == "next":
+            return propagate_symmetric(self.norm_adj_matrix, layers[-1])
+        if isinstance(spec, tuple):
+            return torch.stack([layers[i] for i in spec], dim=1).mean(dim=1)
         return layers[spec]
 
     def _in_edges(self, rows):
@@ -520,8 +609,12 @@ class LightGCNOT(LightGCNBase):
         """``(z1, z2)`` at the sampled ``nodes [B, k]`` -> two ``[B, k, d]`` tensors.
         ``readout`` (the mean of all layers, already computed for BPR) is reused for "mean"."""
         flat = nodes.reshape(-1)
-        z1_all = self._layer_view(layers, self.z1_spec, readout)
-        z1 = gather_rows(z1_all, flat)
+        if self.z1_spec == "gat":  # the GAT's view of ot_z1_gat_input, as z2's of ot_gat_input
+            z1_all = None
+            z1 = self._gat_rows(self._layer_view(layers, self.z1_gat_input, readout), flat)
+        else:
+            z1_all = self._layer_view(layers, self.z1_spec, readout)
+            z1 = gather_rows(z1_all, flat)
         spec = self.z2_spec
         if spec == "gat":
             if self.gat_input == "z1":
@@ -533,20 +626,16 @@ class LightGCNOT(LightGCNBase):
         elif spec == "last":
             z2 = gather_rows(layers[-1], flat)
         elif spec == "simgcl":
-            z2 = gather_rows(self._layer_view(self._perturbed_layers(), self.z1_spec), flat)
+            z2 = gather_rows(self._layer_view(self.propagate(perturbed=True), self.simgcl_spec), flat)
         else:
-            z2 = gather_rows(layers[spec], flat)
+            z2 = gather_rows(self._layer_view(layers, spec), flat)
         b, k = nodes.shape
         return z1.view(b, k, -1), z2.view(b, k, -1)
 
-    def _perturbed_layers(self):
-        emb = self.get_ego_embeddings()
-        out = [emb]
-        for _ in range(self.n_layers):
-            emb = propagate_symmetric(self.norm_adj_matrix, emb)
-            emb = emb + simgcl_noise(emb, self.simgcl_eps)
-            out.append(emb)
-        return out
+    def perturb(self, emb: torch.Tensor, layer: int) -> torch.Tensor:
+        """SimGCL's noise after every layer of the ``simgcl`` view's forward
+        (:meth:`LightGCNBase.propagate` with ``perturbed=True``)."""
+        return emb + simgcl_noise(emb, self.simgcl_eps)
 
     # -- the OT term ---------------------------------------------------------------
     def ot_term(self, layers, interaction, readout=None) -> torch.Tensor:
@@ -555,7 +644,7 @@ class LightGCNOT(LightGCNBase):
         Shapes: ``B`` subgraphs of ``k`` nodes, ``P`` pairs per subgraph (the positive
         ``(z1, z2)`` and one or two negatives), ``K`` distances (W and/or GW). The random
         part is :meth:`_draw`; every cost comes from one stacked call (:func:`pair_costs`),
-        the plans from one graph replay on CUDA, and the loss from one fused call
+        the plans from one graph replay on CUDA, and the loss from one call
         (:func:`pair_loss`).
         """
         nodes, sigma, coef, cs = self._draw_fn(self._centres(interaction))
@@ -563,17 +652,17 @@ class LightGCNOT(LightGCNBase):
         xx = self._need_gw and self.subg1_adj == "xx"
         scope = None
         if self.prune_scope == "batch":  # GSC: one threshold per kind of cost over a group's pairs
-            scope = subgraph_scope((nodes[:, -1] >= self.n_users).long(), coef.sum(0) > 0)  # the centre is last
+            scope = subgraph_scope(self._group(nodes[:, -1]), coef.sum(0) > 0)  # the centre is last
         costs = self._pair_costs(z1, z2, sigma, self.ot_negatives, self._need_gw, xx, self.ot_cost, self.ot_tau,
-                                 self.ot_prune, self.cost_shift, scope)
+                                 self.ot_prune, self.cost_shift, scope, self.normalize)
         p = self._n_pairs
         c = costs[:p]
         ct = costs[p : 2 * p] if self._need_gw else None
         cs = costs[2 * p] if xx else (cs if self._need_gw else None)
         if self.detach_plan:
             args = (c.detach(), None if cs is None else cs.detach(), None if ct is None else ct.detach())
-            if self._fused_unchecked:
-                self._check_fused(*args)
+            if self._triton_unchecked:
+                self._check_triton(*args)
             t_wd, gamma = self._plans(*args)
         else:
             t_wd = O.ipot(c, self.wd_beta, self.wd_iters, round=self.round_plan)
@@ -582,16 +671,16 @@ class LightGCNOT(LightGCNBase):
         return self._pair_loss(c, ct, cs, t_wd, gamma, coef, self.ot_distance, self.gw_plan, self.t_wd, self.t_gwd,
                                self.ot_loss_form)
 
-    def _check_fused(self, c, cs, ct) -> None:
+    def _check_triton(self, c, cs, ct) -> None:
         """Once, on the first batch: the Triton plans against PyTorch's on the same costs.
         ``auto`` falls back to PyTorch, with a warning, on any difference beyond float32
         noise or any error (no Triton, an unsupported GPU, a compiler failure); ``triton``
         raises instead. Inputs the kernels do not take go to PyTorch silently."""
-        from .ot import fused as triton_ot
+        from .ot import triton_plans as triton_ot
 
-        self._fused_unchecked = False
+        self._triton_unchecked = False
         if self.ot_solver == "auto" and not _on_gpu(c):  # the kernels are for GPUs
-            self._plans = self._plan_solver(fused=False)
+            self._plans = self._plan_solver(triton=False)
             return
         if not triton_ot.supported(c, cs, ct):
             if self.ot_solver == "triton" and c.is_cuda:
@@ -600,7 +689,7 @@ class LightGCNOT(LightGCNBase):
             return
         problem = None
         try:
-            problem = _fused_plan_problem(c, cs, ct, self._plan_args)
+            problem = _triton_plan_problem(c, cs, ct, self._plan_args)
         except Exception as exc:  # noqa: BLE001 - a fast path must never cost a run
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if problem is None:
@@ -608,11 +697,11 @@ class LightGCNOT(LightGCNBase):
         if self.ot_solver == "triton":
             raise RuntimeError(f"ot_solver=triton: {problem}")
         warnings.warn(f"LightGCNOT: Triton OT plans not used ({problem}); using PyTorch's")
-        self._plans = self._plan_solver(fused=False)
+        self._plans = self._plan_solver(triton=False)
 
-    def _plan_solver(self, fused: bool) -> O.CudaGraphed:
+    def _plan_solver(self, triton: bool) -> O.CudaGraphed:
         """The detached plans of this model's settings, replayed from CUDA graphs on a GPU."""
-        return O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, fused=fused))
+        return O.CudaGraphed(functools.partial(O.ot_plans, **self._plan_args, triton=triton))
 
     # -- the prototype term (NCL) ----------------------------------------------------
     def proto_term(self, interaction) -> torch.Tensor:
@@ -634,6 +723,8 @@ class LightGCNOT(LightGCNBase):
         user_all, item_all = self.split(readout)
         bpr, reg = self.bpr_reg(interaction, user_all, item_all, extra_reg=self._gat_params())
         zero = bpr.new_zeros(())
+        if self.bpr_weight != 1.0:  # at 1 BPR is left exactly as computed
+            bpr = self.bpr_weight * bpr if self.bpr_weight > 0 else zero
         ot_on = self.ot_weight > 0 and (self._warm() or not self.warmup_all)
         ot = self.ot_weight * self.ot_term(layers, interaction, readout) if ot_on else zero
         if self.proto_weight <= 0:

@@ -24,7 +24,11 @@ Grammar: ``(TYPES[: CHOICE | CHOICE ...][[,] OP BOUND[, OP BOUND ...]])``
 - ``BOUND``: ``>=``, ``>``, ``<=`` or ``<`` and an arithmetic expression of numbers and
   other keys of the same config (``<= n_layers``); it applies to numbers (and to the
   items of a ``list[...]``). A bound naming a key the config lacks is not checked.
-- A comment line ``# check: EXPR`` states a relation between keys (``k1 + k2 >= 1``).
+- A comment line ``# check: EXPR`` states a relation between keys: a comparison of two
+  arithmetic sides (``k1 + k2 >= 1``), of a key with a string (``ot_z1 != "gat"``), or
+  such comparisons (and keys holding a bool) joined by ``and``, ``or``, ``not``
+  (``ot_normalize or ot_cost == "exp"``). A check naming a key the config lacks is not
+  checked.
 
 A string value is first read the way RecBole's ``Config`` reads the strings of a config
 dict (``"-2"`` is the int -2, ``"true"`` is True), since that is what the model gets.
@@ -124,7 +128,7 @@ def _expression(text: str) -> ast.Expression:
     tree = ast.parse(text.strip(), mode="eval")
     for node in ast.walk(tree):
         ok = (ast.Expression, ast.Constant, ast.Name, ast.Load, ast.UnaryOp, ast.USub, ast.UAdd, ast.BinOp,
-              ast.Compare, *_BIN, *_AST_OPS)
+              ast.Compare, ast.BoolOp, ast.And, ast.Or, ast.Not, *_BIN, *_AST_OPS)
         if not isinstance(node, ok):
             raise ValueError(f"unsupported expression {text!r}")
     return tree
@@ -202,26 +206,66 @@ class Check:
     _tree: Any = field(default=None, compare=False, repr=False)
 
     def problem(self, config: Mapping[str, Any]) -> str | None:
-        tree = self._tree.body
         try:
-            left = _evaluate(tree.left, config)
-            right = _evaluate(tree.comparators[0], config)
+            ok = _holds(self._tree.body, config)
         except _Missing:
             return None
-        op = _AST_OPS[type(tree.ops[0])]
-        ok = {"==": operator.eq, "!=": operator.ne, **_OPS}[op](left, right)
         if ok:
             return None
         shown = ", ".join(f"{n}={as_recbole_reads(config.get(n))!r}" for n in self.names)
         return f"{self.expr} does not hold ({shown})"
 
 
+def _side(node: ast.AST, config: Mapping[str, Any]) -> Any:
+    """One side of a comparison: a string constant, a key holding a string, or a number."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        value = as_recbole_reads(config.get(node.id))
+        if isinstance(value, (str, list, tuple)):
+            return value
+    return _evaluate(node, config)
+
+
+def _holds(node: ast.AST, config: Mapping[str, Any]) -> bool:
+    """Whether a check's expression holds for ``config``; raises :class:`_Missing`."""
+    if isinstance(node, ast.BoolOp):
+        values = [_holds(v, config) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _holds(node.operand, config)
+    if isinstance(node, ast.Name):
+        value = as_recbole_reads(config.get(node.id))
+        if not isinstance(value, bool):
+            raise _Missing(node.id)
+        return value
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        left, right = _side(node.left, config), _side(node.comparators[0], config)
+        op = _AST_OPS[type(node.ops[0])]
+        if op in ("==", "!="):
+            return (left == right) == (op == "==")
+        if isinstance(left, (str, list, tuple)) or isinstance(right, (str, list, tuple)):
+            return False  # ordered comparisons are for numbers
+        return _OPS[op](left, right)
+    raise ValueError(f"unsupported check {ast.unparse(node)!r}")
+
+
 def parse_check(text: str) -> Check:
-    """``k1 + k2 >= 1`` -> a :class:`Check`. One comparison of two arithmetic sides."""
+    """``k1 + k2 >= 1`` or ``ot_normalize or ot_cost == "exp"`` -> a :class:`Check`:
+    comparisons (one operator each) and bool keys, joined by ``and``, ``or``, ``not``."""
     tree = _expression(text)
-    if not isinstance(tree.body, ast.Compare) or len(tree.body.ops) != 1:
-        raise ValueError(f"a check is one comparison, got {text!r}")
-    names = tuple(dict.fromkeys(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)))
+
+    def ok(node) -> bool:
+        if isinstance(node, ast.BoolOp):
+            return all(ok(v) for v in node.values)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return ok(node.operand)
+        return isinstance(node, ast.Name) or (isinstance(node, ast.Compare) and len(node.ops) == 1)
+
+    if not ok(tree.body):
+        raise ValueError(f"a check is a comparison, or comparisons joined by and/or/not, got {text!r}")
+    found = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Name)), key=lambda n: n.col_offset)
+    names = tuple(dict.fromkeys(n.id for n in found))  # in the order written: the first is blamed first
     return Check(text.strip(), names, tree)
 
 

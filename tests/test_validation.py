@@ -66,6 +66,17 @@ MISTAKES = [
     ("learner_unknown", {"learner": "adamax"}, {}, "learner"),
     ("value_metric_with_full_ranking", {"metrics": "[AUC]", "valid_metric": "AUC"}, {}, "metrics"),
     ("neg_sampling_distribution", {"train_neg_sample_args": "{distribution: pop}"}, {}, "train_neg_sample_args"),
+    # LightGCNOT's switches and the relations between them
+    ("param_init_choice", {}, {"param_init": "normal"}, "param_init"),
+    ("bpr_weight_negative", {}, {"bpr_weight": "-1"}, "bpr_weight"),
+    ("nothing_left_to_train", {}, {"bpr_weight": "0", "reg_weight": "0", "ot_weight": "0"}, "bpr_weight"),
+    ("layer_list_beyond_layers", {}, {"ot_z1": "[0, 9]"}, "ot_z1"),
+    ("gat_view_over_the_gat_view", {}, {"ot_z1": "gat", "ot_z2": "gat", "ot_gat_input": "z1"}, "ot_z1"),
+    ("simgcl_readout_of_a_gat_view", {}, {"ot_z1": "gat", "ot_z2": "simgcl"}, "ot_z1"),
+    ("no_centres", {}, {"n_user_centres": "0", "n_item_centres": "0"}, "n_user_centres"),
+    ("ot_groups_choice", {}, {"ot_groups": "users"}, "ot_groups"),
+    ("path_counts_with_cos_cost", {}, {"a2_weights": "counts", "ot_cost": "cos"}, "a2_weights"),
+    ("cos_cost_of_raw_inner_products", {}, {"ot_normalize": "false", "ot_cost": "cos"}, "ot_normalize"),
 ]
 
 
@@ -310,6 +321,34 @@ def test_a_model_can_ask_its_own_rules_what_a_planner_would_refuse():
     assert declared.problem(config) is None
     assert declared.problem({**config, "sample_adj": "B"}) == "sample_adj: expected one of A | A2 | cluster, got 'B'"
     assert declared.problem({**config, "k1": 0, "k2": 0}) == "k1 + k2 >= 1 does not hold (k1=0, k2=0)"
+
+
+def test_relations_between_switches_read_strings_bools_and_or():
+    declared = model_rules.read(catalog.defaults_file("LightGCNOT"))
+    config = {**catalog.model_defaults("LightGCNOT"), "n_layers": 3}
+    assert declared.problem({**config, "ot_normalize": False, "ot_cost": "cos"}) == (
+        "ot_normalize or ot_cost == \"exp\" does not hold (ot_normalize=False, ot_cost='cos')")
+    assert declared.problem({**config, "ot_normalize": "false", "ot_cost": "exp"}) is None  # as RecBole reads it
+    assert declared.problem({**config, "ot_z1": [0, 1], "ot_z2": "gat"}) is None  # a list is not "gat"
+    assert declared.problem({**config, "ot_z1": "gat", "ot_z2": "gat", "ot_gat_input": 2}) is None
+    assert declared.problem({**config, "bpr_weight": 0, "reg_weight": 0, "ot_weight": 0}).startswith(
+        "bpr_weight + reg_weight + ot_weight + proto_weight > 0 does not hold")
+
+
+def test_a_check_reads_strings_bools_and_or_not():
+    check = model_rules.parse_check('not (a == "x" and b) or c >= 2')
+    assert check.names == ("a", "b", "c")
+    assert check.problem({"a": "x", "b": True, "c": 1}) is not None
+    assert check.problem({"a": "y", "b": True, "c": 1}) is None
+    assert check.problem({"a": "x", "b": "true", "c": "3"}) is None
+    assert check.problem({"a": "x", "c": 1}) is None  # a key the config lacks: not checked
+    assert check.problem({"a": "x", "b": 2, "c": 1}) is None  # not a bool: not checked
+    for bad in ("k1 + k2", "a < b < c", 'a == "x" or k1'):
+        if bad.endswith("k1"):
+            assert model_rules.parse_check(bad).problem({"a": "y", "k1": 1}) is None  # k1 is no bool
+            continue
+        with pytest.raises(ValueError, match="a check is"):
+            model_rules.parse_check(bad)
 
 
 def test_a_malformed_annotation_names_its_file_and_line(tmp_path):

@@ -54,6 +54,41 @@ def test_a_model_version_enters_the_key(monkeypatch):
     assert plan.run_key(config) != now  # ablate's own numbers count too
 
 
+# Keys of runs as the code before LightGCNOT's switches for the notebook's last rows
+# (param_init, bpr_weight, ot_normalize, ...) computed them, ml-100k overriding the dataset.
+STORED_KEYS = {
+    ("notebook.yaml", "default(wg32a)[dontchange]"): "c0d493107292956f",
+    ("notebook.yaml", "wg32x"): "cd4c3411855a522c",
+    ("notebook.yaml", "NCL"): "94171e380886ffb1",
+    ("quickstart.yaml", "1e-7ot"): "df4f700a9129d751",
+    ("quickstart.yaml", "0.1ot"): "9a025cd9aab2ffc6",
+}
+
+
+def test_a_new_switch_at_its_default_keeps_every_stored_key():
+    from pathlib import Path
+
+    from ablate.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    runs = {}
+    for spec in {s for s, _ in STORED_KEYS}:
+        runs[spec] = {r.name: r for r in plan.expand(load_spec(root / spec), {"dataset": "ml-100k"})}
+    assert {(s, n): runs[s][n].key for s, n in STORED_KEYS} == STORED_KEYS
+    config = runs["notebook.yaml"]["default(wg32a)[dontchange]"].config
+    key = STORED_KEYS[("notebook.yaml", "default(wg32a)[dontchange]")]
+    added = models.ADDED_SETTINGS["LightGCNOT"]
+    assert set(added) <= set(config)  # the model gets them; the key leaves them out
+    for value in ({"bpr_weight": 1}, {"ot_normalize": "true"}, {"param_init": "xavier"}, {"n_node_centres": 0}):
+        assert plan.run_key({**config, **value}) == key, value  # the default however written
+    for value in ({"bpr_weight": 0.0}, {"ot_normalize": False}, {"param_init": "none"}, {"ot_groups": "joint"},
+                  {"a2_weights": "counts"}, {"ot_z1_gat_input": 1}, {"ot_simgcl_input": "mean1"},
+                  {"n_node_centres": 300}):
+        assert plan.run_key({**config, **value}) != key, value
+    assert plan.run_key({**config, "ot_normalize": 1}) != key  # not a bool: not the default
+    assert versions.unkeyed({**config, "model": "SimGCL"}) == frozenset()  # other models: nothing left out
+
+
 def test_recorded_labels():
     assert versions.recorded(None, "SimGCL") == "SimGCL@1+ablate@1"  # trained before labels existed
     assert versions.recorded({"torch": "2"}, "SimGCL") == "SimGCL@1+ablate@1"

@@ -1,6 +1,6 @@
-"""The Triton kernels behind :mod:`models.ot.fused` (imported only when they are first
+"""The Triton kernels behind :mod:`models.ot.triton_plans` (imported only when they are first
 launched). Triton decides when a function is decorated whether it runs compiled or
-interpreted (``TRITON_INTERPRET=1``), so :func:`models.ot.fused._kernels` reloads this
+interpreted (``TRITON_INTERPRET=1``), so :func:`models.ot.triton_plans._kernels` reloads this
 module when that setting has changed since it was imported."""
 
 import os

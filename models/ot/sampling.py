@@ -248,10 +248,14 @@ def subgraph_adjacency(nodes: Tensor, edge_keys: Tensor, n: int) -> Tensor:
     return found.view(b, k, k).float()
 
 
-def shared_neighbour_adjacency(nodes: Tensor, adj: CSR) -> Tensor:
-    """Dense ``[B, k, k]`` 0/1 pattern of ``A^2`` (diagonal removed) inside each subgraph,
+def shared_neighbour_adjacency(nodes: Tensor, adj: CSR, counts: bool = False) -> Tensor:
+    r"""Dense ``[B, k, k]`` 0/1 pattern of ``A^2`` (diagonal removed) inside each subgraph,
     without materialising ``A^2``: pairs that share a neighbour, found by a sort-join of the
-    subgraph nodes' neighbour lists. Cost ``O(k * sum of their degrees)``."""
+    subgraph nodes' neighbour lists. Cost ``O(k * sum of their degrees)``.
+
+    ``counts=True``: :math:`(A^2)_{ij} = |N(i) \cap N(j)|`, the number of 2-paths from
+    ``i`` to ``j``, instead of whether there is one (the notebook's "noguiyi", ``A^2``
+    not normalised to a 0/1 set)."""
     b, k = nodes.shape
     dev = nodes.device
     flat = nodes.reshape(-1)
@@ -277,7 +281,10 @@ def shared_neighbour_adjacency(nodes: Tensor, adj: CSR) -> Tensor:
     j = owner[partner]
     sub = torch.div(i, k, rounding_mode="floor")
     idx = sub * k * k + (i % k) * k + (j % k)
-    out[idx] = 1.0
+    if counts:  # one entry per shared neighbour: their number is the count of 2-paths
+        out.index_add_(0, idx, torch.ones_like(idx, dtype=out.dtype))
+    else:
+        out[idx] = 1.0
     out = out.view(b, k, k)
     eye = torch.eye(k, device=dev, dtype=torch.bool).unsqueeze(0)
     return out.masked_fill(eye, 0.0)

@@ -98,9 +98,12 @@ def cost_matrix(x: Tensor, y: Tensor, form: str = "exp", tau: float = 0.5, shift
     return cost_from_cosine(cosine(x, y), form, tau, shift, scope)
 
 
-def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None) -> Tensor:
+def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: str = "auto", scope=None,
+                     bounded: bool = True) -> Tensor:
     r""":func:`cost_matrix` from precomputed cosines ``[..., n, m]`` in ``[-1, 1]`` (so that
-    several cost matrices of one batch are made by one stacked call).
+    several cost matrices of one batch are made by one stacked call), or from raw inner
+    products with ``bounded=False`` (the notebook's ``no_norm``: the rows were not
+    normalised, so nothing bounds them).
 
     ``exp`` costs are :math:`e^{-\cos/\tau - s}` with a detached shift ``s``:
 
@@ -112,7 +115,8 @@ def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: st
       (22.2 in float32): 0, i.e. GSC's numbers, whenever ``1/tau <= L`` (``tau >= 0.045`` in
       float32; a cosine never exceeds 1, so this is decided without looking at the data);
       below that, just enough shift that no cost exceeds ``e^L``, so neither the cost nor
-      its square in the GW linearisation can reach inf.
+      its square in the GW linearisation can reach inf. With ``bounded=False`` the largest
+      logit is looked at every time (inner products have no bound), the same formula.
 
     Within one scope a shift multiplies every cost by the same ``e^{-s}``, and pruning over
     the same scope commutes with that, so a shifted pruned cost is ``e^{-s}`` times the
@@ -122,7 +126,7 @@ def cost_from_cosine(cos: Tensor, form: str = "exp", tau: float = 0.5, shift: st
     """
     if form == "exp":
         logits = cos / -tau
-        if shift == "never" or (shift == "auto" and 1.0 / tau <= _log_cost_cap(cos.dtype)):
+        if shift == "never" or (shift == "auto" and bounded and 1.0 / tau <= _log_cost_cap(cos.dtype)):
             return torch.exp(logits)
         if shift not in ("auto", "always"):
             raise ValueError(f"unknown cost shift {shift!r} (expected 'auto', 'always' or 'never')")
@@ -330,20 +334,20 @@ def ot_plans(
     gw_beta: float = 0.1,
     gw_outer: int = 5,
     gw_inner: int = 20,
-    fused: bool = False,
+    triton: bool = False,
     round_plan: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The Wasserstein plan of ``c`` and the GW plan of ``(cs, ct)`` (skipped when ``cs`` is
     None: returns an empty tensor), computed without autograd. Shapes are static, so on
-    CUDA this function is captured once per shape by :class:`CudaGraphed`. ``fused``: by
-    the Triton kernels of :mod:`models.ot.fused` where they take the inputs. ``round_plan``:
-    round every plan onto exact marginals (:func:`ipot`)."""
+    CUDA this function is captured once per shape by :class:`CudaGraphed`. ``triton``: by
+    the Triton kernels of :mod:`models.ot.triton_plans` where they take the inputs.
+    ``round_plan``: round every plan onto exact marginals (:func:`ipot`)."""
     w_solver, gw_solver = ipot, gw_plan
-    if fused:
-        from . import fused as F
+    if triton:
+        from . import triton_plans
 
-        if F.supported(c, cs, ct):
-            w_solver, gw_solver = F.ipot, F.gw_plan
+        if triton_plans.supported(c, cs, ct):
+            w_solver, gw_solver = triton_plans.ipot, triton_plans.gw_plan
     with torch.no_grad():
         t = w_solver(c, beta=wd_beta, n_iter=wd_iters, round=round_plan)
         if cs is None:

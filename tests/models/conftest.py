@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-# The Triton OT kernels (models/ot/fused.py) run here in Triton's interpreter. Triton reads
+# The Triton OT kernels (models/ot/triton_plans.py) run here in Triton's interpreter. Triton reads
 # this when it is first imported (its standard library is decorated then), so it is set
 # before any test imports it. On the CPU nothing else looks at it: LightGCNOT uses the
 # kernels off CUDA only when a test asks for ot_solver=triton.
@@ -35,7 +35,7 @@ def recbole_env(tmp_path_factory):
             cfg = Config(
                 model=model_cls,
                 dataset="ml-100k",
-                config_file_list=[models.default_config_file(model_cls.__name__)],
+                config_file_list=[f for f in [models.default_config_file(model_cls.__name__)] if f],
                 config_dict={
                     "data_path": data_path, "epochs": 1, "embedding_size": 16, "device": "cpu",
                     "use_gpu": False, "show_progress": False, "checkpoint_dir": ckpt,

@@ -109,3 +109,25 @@ def test_symmetric_propagation_has_spmms_gradient_bit_for_bit(recbole_env):
         grads.append((y.detach(), x0.grad))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
     assert grads[1][1].abs().sum() > 0
+
+
+def test_lightgcnot_simgcl_view_is_the_backbones_perturbed_forward(recbole_env):
+    """The ``simgcl`` view runs :meth:`LightGCNBase.propagate` with LightGCNOT's ``perturb``
+    hook (no loop of its own): ``E_l = A E_{l-1} + sign(.) normalize(U) eps``, read out as z1
+    is (here the mean of layers 1..L), written out by hand with the same random draws."""
+    from models import LightGCNOT
+
+    cfg, tr, _, _ = recbole_env(LightGCNOT, ot_z1="mean1", ot_z2="simgcl", ot_simgcl_eps=0.2)
+    model = LightGCNOT(cfg, tr._dataset)
+    nodes = torch.tensor([[5, 9, 1], [1000, 1003, 1010]])
+    torch.manual_seed(7)
+    z1, z2 = model.views(model.propagate(), nodes)
+    torch.manual_seed(7)
+    emb, out = model.get_ego_embeddings(), []
+    for _ in range(model.n_layers):
+        emb = torch.sparse.mm(model.norm_adj_matrix, emb)
+        emb = emb + torch.sign(emb) * torch.nn.functional.normalize(torch.rand_like(emb), dim=-1) * 0.2
+        out.append(emb)
+    want = torch.stack(out, 1).mean(1)[nodes.reshape(-1)].view(2, 3, -1)
+    assert torch.equal(z2, want)
+    assert not torch.allclose(z1, z2)

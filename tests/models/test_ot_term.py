@@ -2,7 +2,7 @@
 
 ``LightGCNOT.ot_term`` makes every pair's cost with one stacked call, broadcasts the
 structure cost instead of repeating it, and computes every loss (W and GW, users and
-items) in one fused call. The reference below is the textbook form it replaced: repeat
+items) in one call. The reference below is the textbook form it replaced: repeat
 ``z1`` for each pair, one cost matrix per kind, one loss per (distance, group) with
 :func:`gsc_bce` / :func:`distance_info_nce`. Both see the same draw.
 """
@@ -113,7 +113,7 @@ def test_batched_ot_term_equals_per_group_reference(recbole_env, case):
 
     model._draw_fn = record
     layers = model.propagate()
-    fused = model.ot_term(layers, inter, model.readout(layers))
+    batched = model.ot_term(layers, inter, model.readout(layers))
     nodes, sigma, coef, _ = drawn[0]
     valid = sampled[0]
     neg_ok = valid & valid[sigma] & (sigma != torch.arange(sigma.numel()))  # worked out here, not by the model
@@ -121,14 +121,14 @@ def test_batched_ot_term_equals_per_group_reference(recbole_env, case):
     if case.startswith("dropped"):
         assert neg_ok.sum() == 6  # 1 and 7, and the two subgraphs whose negatives they are, drop out
     ref = reference_ot(model, layers, nodes, sigma, neg_ok)
-    assert fused.item() != 0.0 and fused.dtype == (torch.float64 if wide else torch.float32)
+    assert batched.item() != 0.0 and batched.dtype == (torch.float64 if wide else torch.float32)
     tol = 1e-9 if wide else 1e-3  # of the largest entry
-    torch.testing.assert_close(fused, ref, rtol=tol / 50, atol=1e-7)
+    torch.testing.assert_close(batched, ref, rtol=tol / 50, atol=1e-7)
 
     params = [model.user_embedding.weight, model.item_embedding.weight] + list(model._gat_params())
-    g_fused = torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)
+    g_batched = torch.autograd.grad(batched, params, retain_graph=True, allow_unused=True)
     g_ref = torch.autograd.grad(ref, params, allow_unused=True)
-    for a, b in zip(g_fused, g_ref):
+    for a, b in zip(g_batched, g_ref):
         if a is None or b is None:
             assert a is None and b is None
             continue
@@ -193,7 +193,7 @@ def test_a2_structure_found_by_sort_join_is_not_graphed(recbole_env):
 def test_compiled_term_equals_eager(recbole_env):
     """ot_compile: the costs and the loss through torch.compile give the eager numbers. In
     float64: the plans are recomputed from the compiled costs, and in float32 the GW plan
-    turns their last-bit differences into ~1e-4 of the loss (see ``_fused_plan_problem``)."""
+    turns their last-bit differences into ~1e-4 of the loss (see ``_triton_plan_problem``)."""
     cfg, tr, _, _ = recbole_env(LightGCNOT, ot_weight=1.0, embedding_size=16)
     cfg_c, _, _, _ = recbole_env(LightGCNOT, ot_weight=1.0, embedding_size=16, ot_compile=True)
     inter = next(iter(tr))
@@ -211,5 +211,5 @@ def test_compiled_term_equals_eager(recbole_env):
     (eager, g_eager), (compiled, g_compiled) = out
     assert eager.item() != 0.0 and eager.dtype == torch.float64
     torch.testing.assert_close(compiled, eager, rtol=1e-10, atol=0)
-    for a, b in zip(g_compiled, g_eager):  # fused sums round differently: 1e-8 of the largest entry
+    for a, b in zip(g_compiled, g_eager):  # compiled sums round differently: 1e-8 of the largest entry
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8 * b.abs().max().item())

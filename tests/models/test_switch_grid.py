@@ -42,6 +42,22 @@ NOTEBOOK_ROWS = {
     "batch_centres": {"centre_source": "batch"},
     "tiny_tau": {"ot_tau": 0.01, "ot_t_wd": 0.001, "wd_beta": 0.01, "gw_beta": 0.01},
     "no_prune_prelu": {"ot_prune": -1, "ot_gat_activation": "prelu"},
+    # the switches of the rows GSC's defaults cannot make
+    "only_wd_3k1_2k2_wobpr": {"ot_distance": "wd", "bpr_weight": 0},
+    "only_gwd_0k1_2k2_csxx_wobpr": {"ot_distance": "gwd", "k1": 0, "subg1_adj": "xx", "bpr_weight": 0},
+    "wo_init_pam_l3_300batch": {"param_init": "none", "ot_gat_input": 3, "n_user_centres": 0, "n_item_centres": 0,
+                                "n_node_centres": 300, "ot_groups": "joint", "k1": 14, "k2": 0},
+    "wo_init_pam_150150b_5k1_10k2": {"param_init": "none", "ot_gat_input": 3, "n_user_centres": 150,
+                                     "n_item_centres": 150, "ot_groups": "joint", "k1": 5, "k2": 10},
+    "nc_f_no_norm": {"ot_normalize": False, "ot_cost_shift": "always", "ot_loss": "infonce"},
+    "no_norm_auto_wo_init": {"ot_normalize": False, "param_init": "none"},  # N(0, 1) rows: large inner products
+    "nc_f_normxy_1-cd": {"ot_cost": "cos", "ot_loss": "infonce"},
+    "wd_f_nc": {"ot_distance": "wd", "ot_loss": "infonce", "ot_normalize": False, "ot_cost_shift": "always"},
+    "z1:01_z2:0123": {"ot_z1": [0, 1], "ot_z2": [0, 1, 2, 3], "sample_adj": "A2", "subg1_adj": "A2", "k1": 0, "k2": 6},
+    "z1:gat1_z2:gat3": {"ot_z1": "gat", "ot_z1_gat_input": 1, "ot_z2": "gat", "ot_gat_input": 3},
+    "z1:-2_z2:gat4": {"ot_z1": -2, "ot_z2": "gat", "ot_gat_input": "next"},
+    "z1_sm03_z2_simgcl_no_layer0": {"ot_z2": "simgcl", "ot_simgcl_input": "mean1"},
+    "A2_A2_noguiyi_0k1_9k2": {"sample_adj": "A2", "subg1_adj": "A2", "a2_weights": "counts", "k1": 0, "k2": 9},
 }
 
 
@@ -101,13 +117,23 @@ def test_every_switch_value_one_at_a_time(recbole_env):
         "ot_cost_shift": ["auto", "always", "never"],
         "ot_round_plan": [False, True],
         "ot_detach_plan": [False, True],
+        "param_init": ["xavier", "none"],
+        "bpr_weight": [1.0, 0.0],
+        "ot_normalize": [True, False],
+        "ot_z1_gat_input": ["mean", 2],
+        "ot_simgcl_input": ["z1", "mean1", [1, 2]],
+        "n_node_centres": [0, 7],
+        "ot_groups": ["ui", "joint"],
+        "a2_weights": ["set", "counts"],
     }
     seen = set()
     for key, values in axes.items():
         for v in values:
-            if (key, v) in seen:
+            if (key, str(v)) in seen:
                 continue
-            seen.add((key, v))
-            _run(recbole_env, {key: v, "num_clusters": 30}, epochs=2, batches=1)
+            seen.add((key, str(v)))
+            extra = {"ot_z1": "gat", "ot_gat_input": 3} if key == "ot_z1_gat_input" else {"ot_z2": "simgcl"} if key == "ot_simgcl_input" else {}
+            extra.update({"subg1_adj": "A2"} if key == "a2_weights" else {})
+            _run(recbole_env, {key: v, "num_clusters": 30, **extra}, epochs=2, batches=1)
     for dist, loss, cost in itertools.product(["wd", "gwd"], ["bce", "infonce"], ["exp", "cos"]):
         _run(recbole_env, {"ot_distance": dist, "ot_loss": loss, "ot_cost": cost}, epochs=1, batches=1)

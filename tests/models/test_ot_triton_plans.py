@@ -1,4 +1,4 @@
-"""The Triton OT plans (``models/ot/fused.py``) equal the PyTorch solvers they replace.
+"""The Triton OT plans (``models/ot/triton_plans.py``) equal the PyTorch solvers they replace.
 
 There is no GPU here, so the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``),
 which executes the same kernel code with numpy; on a GPU, LightGCNOT compares the two
@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from models import LightGCNOT
-from models.ot import fused
+from models.ot import triton_plans
 from models.ot import solvers as O
 
 pytest.importorskip("triton")
 
 
 def test_the_kernels_run_interpreted_here():
-    assert fused.interpreted()  # set by conftest.py before Triton's first import
+    assert triton_plans.interpreted()  # set by conftest.py before Triton's first import
 
 
 SHAPES = [(3, 6, 6), (4, 5, 7), (2, 31, 31), (2, 1, 3), (1, 17, 9)]
@@ -30,8 +30,8 @@ def test_ipot_kernel_equals_the_log_domain_solver(p, n, m, rounded):
     """Both ``ot_round_plan`` settings: GSC's unrounded plan (exact columns) and the rounded one."""
     g = torch.Generator().manual_seed(n * 100 + m)
     c = torch.rand(p, n, m, generator=g) * 7.0  # GSC's exp cost spans e^-2..e^2
-    assert fused.supported(c)
-    got = fused.ipot(c, beta=0.5, n_iter=40, round=rounded)
+    assert triton_plans.supported(c)
+    got = triton_plans.ipot(c, beta=0.5, n_iter=40, round=rounded)
     ref = O.ipot(c.double(), beta=0.5, n_iter=40, round=rounded)
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(got.sum(-2), torch.full((p, m), 1 / m), rtol=0, atol=1e-5)
@@ -45,7 +45,7 @@ def test_gw_kernel_equals_the_gw_solver_with_broadcast_structure(p, n, m, rounde
     g = torch.Generator().manual_seed(n * 100 + m + 1)
     cs = torch.rand(n, n, generator=g)  # one structure cost for every pair, as LightGCNOT passes it
     ct = torch.rand(p, m, m, generator=g) * 3.0
-    got = fused.gw_plan(cs, ct, beta=0.1, n_outer=5, n_inner=20, round=rounded)
+    got = triton_plans.gw_plan(cs, ct, beta=0.1, n_outer=5, n_inner=20, round=rounded)
     ref = O.gw_plan(cs.double(), ct.double(), 0.1, 5, 20, round=rounded)
     assert got.shape == (p, n, m)
     # as close to float64 as PyTorch's own float32 solver is (both a few 1e-6 here)
@@ -59,23 +59,23 @@ def test_gw_kernel_equals_the_gw_solver_with_broadcast_structure(p, n, m, rounde
 def test_kernels_stay_finite_where_a_plain_exp_kernel_underflows():
     g = torch.Generator().manual_seed(5)
     c = torch.rand(4, 6, 6, generator=g) * 500.0  # exp(-c / 0.1) is 0 in float32 everywhere
-    t = fused.ipot(c, beta=0.1, n_iter=40)
+    t = triton_plans.ipot(c, beta=0.1, n_iter=40)
     assert torch.isfinite(t).all()
     ref = O.ipot(c.double(), 0.1, 40)  # unrounded (GSC): no rounding squashes float32's error, so judged as the GW plan
     err32 = (O.ipot(c, 0.1, 40).double() - ref).abs().max().item()
     assert (t.double() - ref).abs().max().item() <= max(4 * err32, 1e-6)
     cs, ct = torch.rand(6, 6, generator=g) * 30, torch.rand(4, 6, 6, generator=g) * 30
-    gamma = fused.gw_plan(cs, ct, 0.1, 5, 20)
+    gamma = triton_plans.gw_plan(cs, ct, 0.1, 5, 20)
     assert torch.isfinite(gamma).all()
     torch.testing.assert_close(gamma.sum(-2), torch.full((4, 6), 1 / 6), rtol=0, atol=1e-5)
 
 
 def test_what_the_kernels_do_not_take_goes_to_pytorch():
-    assert not fused.supported(torch.rand(2, 6, 6, dtype=torch.float64))
-    assert not fused.supported(torch.rand(2, 65, 65))
-    assert fused.supported(torch.rand(2, 64, 64))
+    assert not triton_plans.supported(torch.rand(2, 6, 6, dtype=torch.float64))
+    assert not triton_plans.supported(torch.rand(2, 65, 65))
+    assert triton_plans.supported(torch.rand(2, 64, 64))
     c = torch.rand(2, 65, 65)
-    t, _ = O.ot_plans(c, None, None, fused=True)  # falls through to PyTorch, same numbers
+    t, _ = O.ot_plans(c, None, None, triton=True)  # falls through to PyTorch, same numbers
     torch.testing.assert_close(t, O.ipot(c, 0.5, 40))
 
 
@@ -88,7 +88,7 @@ def _term(recbole_env, solver, corrupt=None, monkeypatch=None):
     model = LightGCNOT(cfg, tr._dataset)
     model.train()
     if corrupt is not None:
-        monkeypatch.setattr(fused, "ipot", corrupt)
+        monkeypatch.setattr(triton_plans, "ipot", corrupt)
     torch.manual_seed(1)  # the same draw
     layers = model.propagate()
     loss = model.ot_term(layers, inter, model.readout(layers))
@@ -98,7 +98,7 @@ def _term(recbole_env, solver, corrupt=None, monkeypatch=None):
 def test_lightgcnot_with_triton_plans_gives_pytorchs_loss_and_gradients(recbole_env):
     _, eager, g_eager = _term(recbole_env, "torch")
     model, tri, g_tri = _term(recbole_env, "triton")
-    assert model._plans.fn.keywords["fused"] is True  # the first-batch check passed: kept
+    assert model._plans.fn.keywords["triton"] is True  # the first-batch check passed: kept
     assert eager.item() != 0.0
     torch.testing.assert_close(tri, eager, rtol=1e-5, atol=1e-7)
     # the GW plan is sensitive to float32 rounding (PyTorch's is ~1e-4 off float64): 1e-3 of the largest entry
@@ -107,7 +107,7 @@ def test_lightgcnot_with_triton_plans_gives_pytorchs_loss_and_gradients(recbole_
 
 def test_auto_keeps_pytorch_on_the_cpu(recbole_env):
     model, _, _ = _term(recbole_env, "auto")
-    assert model._plans.fn.keywords["fused"] is False  # no interpreter in real runs
+    assert model._plans.fn.keywords["triton"] is False  # no interpreter in real runs
 
 
 def test_auto_falls_back_to_pytorch_when_the_kernels_disagree(recbole_env, monkeypatch):
@@ -117,7 +117,7 @@ def test_auto_falls_back_to_pytorch_when_the_kernels_disagree(recbole_env, monke
     monkeypatch.setattr(lightgcn_ot, "_on_gpu", lambda t: True)  # as on a GPU: auto tries the kernels
     with pytest.warns(UserWarning, match="Triton OT plans not used .*differ from float64"):
         model, loss, _ = _term(recbole_env, "auto", corrupt=lambda c, **k: torch.rand_like(c), monkeypatch=monkeypatch)
-    assert model._plans.fn.keywords["fused"] is False
+    assert model._plans.fn.keywords["triton"] is False
     torch.testing.assert_close(loss, eager, rtol=1e-5, atol=1e-7)  # the run goes on with PyTorch's plans
 
 
