@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import _common as c  # noqa: E402
+from tests.oracles import recbole_runs as c  # noqa: E402
 
 
 def main() -> int:

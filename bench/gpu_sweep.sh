@@ -58,7 +58,7 @@ fi
 python - "$WORK" "$DATASET" "$EPOCHS" "$DATA" "${FAST_PATH:-true}" <<'PY' || { echo "FATAL: cannot write the spec"; exit 2; }
 import sys
 from pathlib import Path
-from bench import _common as c
+from tests.oracles import recbole_runs as c
 work, dataset, epochs, data = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
 spec = c.write_spec(work, name="gpu-sweep", dataset=dataset, data_path=data, epochs=epochs,
                     grid={"n_layers": [2, 3], "learning_rate": [0.001, 0.002]},
