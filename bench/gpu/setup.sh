@@ -4,10 +4,10 @@
 # installed here, into .whl/ (git-ignored; carry it with the device call), and copy
 # ml-1m into .data/:
 #
-#   bash bench/gpu_wheels.sh && echo /.whl/ >> .git/info/exclude && echo /.data/ >> .git/info/exclude
-#   # then, on the device:  WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_check.sh
+#   bash bench/gpu/setup.sh && echo /.whl/ >> .git/info/exclude && echo /.data/ >> .git/info/exclude
+#   # then, on the device:  WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu/check.sh
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY_VERSION:-3.12}
 pkgs=$(python - <<'PY'
 from importlib.metadata import PackageNotFoundError, version

@@ -4,8 +4,8 @@
 # MPS daemon); wall times, throughput ratio, GPU utilisation sampled by nvidia-smi.
 # Fits in 8 minutes on an H100 with the defaults.
 #
-#   PYTHONPATH=. bash bench/gpu_sweep.sh              # on the GPU machine (recbole installed)
-#   bash bench/gpu_sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, simulated GPU
+#   PYTHONPATH=. bash bench/gpu/sweep.sh              # on the GPU machine (recbole installed)
+#   bash bench/gpu/sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, simulated GPU
 #
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
 #      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
@@ -13,7 +13,7 @@
 #      "seq packed packed_mps auto"; the switches above still apply), FAST_PATH=false to
 #      train with RecBole's own epoch loop (what the fast path changes, side by side).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SMOKE=0
 [ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
 OUT=${OUT:-bench/out}
@@ -24,7 +24,7 @@ export PYTHONUNBUFFERED=1
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-460}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ablate-gpu-sweep.XXXXXX")
-echo "== gpu_sweep: out=$OUT work=$WORK smoke=$SMOKE $(date -Is)"
+echo "== gpu/sweep.sh: out=$OUT work=$WORK smoke=$SMOKE $(date -Is)"
 
 ablate() { python -c "import sys; from ablate.cli import main; sys.argv[0] = 'ablate'; main()" "$@"; }
 

@@ -2,7 +2,7 @@
 # Every GPU measurement of this project in one command, sized for one device call
 # (about 8 minutes on an H100). Run it on the lent GPU machine, then read $OUT/*.txt:
 #
-#   0. graph_check.txt  LightGCNOT's CUDA-graphed draw and plans equal eager (gpu_graph_check.py)
+#   0. graph_check.txt  LightGCNOT's CUDA-graphed draw and plans equal eager (bench/gpu/graph_check.py)
 #   1. ot_ops.txt       kernels per training step, LightGCNOT vs LightGCN (bench/ot_ops.py)
 #      epoch_host.txt   ml-1m LightGCN epoch: RecBole's loop vs ablate.fastpath, time, equal
 #                       losses, host syncs per epoch (bench/epoch_host.py)
@@ -14,23 +14,23 @@
 #                       at the end, if time is left: PyTorch's plans instead of the Triton
 #                       kernels (ot_overhead_torch.txt), then ot_compile=true (ot_overhead_compile.txt)
 #   4. gpu_sweep.txt    4 ml-1m LightGCN runs: --per-gpu 1 vs --per-gpu 4 vs --per-gpu 4 --mps
-#                       (bench/gpu_sweep.sh; target: packed throughput >= 2.5x)
+#                       (bench/gpu/sweep.sh; target: packed throughput >= 2.5x)
 #
 # On a bare machine with CUDA torch but without RecBole and friends, bring their wheels
-# and the data (git-ignored folders made here by bench/gpu_wheels.sh; carry both):
+# and the data (git-ignored folders made here by bench/gpu/setup.sh; carry both):
 #
-#   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu_check.sh
+#   WHEELS=.whl ABLATE_DATA=.data OUT=$OUT bash bench/gpu/check.sh
 #
 # Env: WHEELS (folder of wheels to put on PYTHONPATH first), ABLATE_DATA (folder holding
 # ml-1m/), OUT (default bench/out), OT_EPOCHS (3), SWEEP_EPOCHS (4), TOTAL_S (570: the extra
 # phase only starts with 150 s left and stops by then; a device command may run 600 s).
 set -u
-cd "$(dirname "$0")/.."
-. bench/_gpu_env.sh
+cd "$(dirname "$0")/../.."
+. bench/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 
-t "0/4 CUDA-graphed steps equal eager (bench/gpu_graph_check.py)"
-timeout 90 python3 bench/gpu_graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"
+t "0/4 CUDA-graphed steps equal eager (bench/gpu/graph_check.py)"
+timeout 90 python3 bench/gpu/graph_check.py 2>&1 | grep -v -i "warn" | tee "$OUT/graph_check.txt" | grep -E "PASS|FAIL|passed|failed"
 
 t "1/4 kernels per step; host work of an epoch, RecBole's loop vs ablate's"
 timeout 120 python3 bench/ot_ops.py --device cuda --dataset ml-1m --data-path "$DATA" -p ot_detach_plan=true 2>&1 \
@@ -52,7 +52,7 @@ timeout 150 python3 bench/ot_overhead.py --device cuda --dataset ml-1m --data-pa
 
 t "4/4 packing: sequential, packed, packed under MPS"
 EPOCHS=${SWEEP_EPOCHS:-4} SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=${SWEEP_BUDGET_S:-200} ABLATE_DATA=$DATA OUT=$OUT \
-  timeout 270 bash bench/gpu_sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
+  timeout 270 bash bench/gpu/sweep.sh > "$OUT/gpu_sweep.txt" 2>&1
 grep -E "^== |throughput|GPU util|exit" "$OUT/gpu_sweep.txt" | tail -14
 LEFT=$(( ${TOTAL_S:-570} - ($(date +%s) - START) ))
 if [ $LEFT -gt 150 ]; then

@@ -1,4 +1,4 @@
-# Sourced by bench/gpu_check.sh (from the repository root):
+# Sourced by bench/gpu/check.sh (from the repository root):
 # OUT as an absolute folder, START for timestamps, the carried wheels on PYTHONPATH (WHEELS,
 # on a bare device machine), DATA the folder holding ml-1m/, and t LABEL to print a phase
 # header with the seconds since START.
