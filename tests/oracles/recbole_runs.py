@@ -104,7 +104,7 @@ def _env() -> dict:
 
 
 def stored_metrics(db: Path) -> dict[str, dict]:
-    """run key -> {"valid": {...}, "test": {...}, "status", "peak_mem_mb", "wall_seconds"}."""
+    """run key -> {"valid": {...}, "test": {...}, "status", "model", "peak_mem_mb", "wall_seconds"}."""
     from ablate.store import Store
 
     out = {}
@@ -112,7 +112,8 @@ def stored_metrics(db: Path) -> dict[str, dict]:
         m: dict = {"valid": {}, "test": {}}
         for x in r.metrics:
             m[x.split][x.name] = x.value
-        m.update(status=str(getattr(r.status, "value", r.status)), peak_mem_mb=r.peak_mem_mb, wall_seconds=r.wall_seconds)
+        m.update(status=str(getattr(r.status, "value", r.status)), model=r.model, peak_mem_mb=r.peak_mem_mb,
+                 wall_seconds=r.wall_seconds)
         out[r.key] = m
     return out
 
