@@ -102,10 +102,13 @@ for name in need:
         versions[name] = getattr(mod, "__version__", "ok")
     except Exception as err:  # noqa: BLE001 - every missing package is reported, not only the first
         missing.append(f"{name} ({type(err).__name__}: {err})")
-import torch
-cuda = torch.cuda.is_available()
-print(f"python {platform.python_version()}; torch {torch.__version__}; cuda available {cuda}"
-      + (f" ({torch.cuda.get_device_name(0)})" if cuda else "") + "; "
+try:
+    import torch
+    cuda, torch_version = torch.cuda.is_available(), torch.__version__
+    name = f" ({torch.cuda.get_device_name(0)})" if cuda else ""
+except Exception:  # noqa: BLE001 - already in `missing`
+    cuda, torch_version, name = False, "-", ""
+print(f"python {platform.python_version()}; torch {torch_version}; cuda available {cuda}{name}; "
       + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("torch", "ablate", "models")))
 if missing:
     print("MISSING: " + "; ".join(missing))
@@ -188,9 +191,10 @@ phase_extra() {  # $1: graph | ops | host | pack
            else echo "graph skipped 0 needs CUDA" >> "$WORK/steps"; fi ;;
     ops) step ops 120 "$log" "$PY" bench/ot_ops.py "${SRC[@]}" -p ot_detach_plan=true ;;
     host) step host 120 "$log" "$PY" bench/epoch_host.py "${SRC[@]}" --epochs 2 ;;
-    torch) step torch 90 "$log" "$PY" bench/ot_overhead.py "${SRC[@]}" "${B[@]}" -p ot_detach_plan=true -p ot_solver=torch ;;
+    torch) step torch 90 "$log" "$PY" bench/ot_overhead.py "${SRC[@]}" "${B[@]}" -p ot_detach_plan=true \
+             -p ot_solver=torch --json "$WORK/torch.json" ;;
     compile) step compile 150 "$log" "$PY" bench/ot_overhead.py "${SRC[@]}" "${B[@]}" -p ot_detach_plan=true \
-               -p ot_compile=true ;;
+               -p ot_compile=true --json "$WORK/compile.json" ;;
     pack) if [ "$DEVICE" = cuda ]; then
             step pack 270 "$log" env EPOCHS=4 SKIP_AUTO=1 MPS_PHASE=1 BUDGET_S=200 ABLATE_DATA="$DATA" \
               OUT="$WORK/pack" bash bench/gpu/sweep.sh

@@ -98,6 +98,15 @@ def test_the_summary_gives_every_goal_its_figure_and_verdict(tmp_path):
     assert text.rstrip().endswith("4 PASS, 3 FAIL, 3 NOT MEASURED")
 
 
+def test_a_failed_set_up_heads_the_summary(tmp_path):
+    (tmp_path / "steps").write_text("setup 3 12 the import check failed: setup.txt\n")
+    goals, steps = results.summarize(tmp_path)
+    text = results.format_summary(goals, steps, ["MISSING: faiss (ModuleNotFoundError)"])
+    assert text.splitlines()[:2] == ["MISSING: faiss (ModuleNotFoundError)",
+                                     "SET-UP FAILED: nothing was measured (setup.txt names what is missing)"]
+    assert {g["verdict"] for g in goals} == {"NOT MEASURED"}
+
+
 def test_goals_set_for_ml1m_on_a_gpu_get_no_verdict_from_a_cpu_smoke_run(tmp_path):
     (tmp_path / "a4.json").write_text(json.dumps(fused(4, ["LightGCN"], 0.9, device="cpu", dataset="ml-100k")))
     (tmp_path / "b_gsc.json").write_text(json.dumps(ot(0.8, device="cpu", dataset="ml-100k")))
