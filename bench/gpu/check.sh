@@ -184,7 +184,7 @@ PY
   } | tee -a "$f"
 }
 
-phase_extra() {  # $1: graph | ops | host | pack
+phase_extra() {  # $1: graph | ops | host | torch | compile | pack
   local log=$WORK/extra_$1.log
   case $1 in
     graph) if [ "$DEVICE" = cuda ]; then step graph 90 "$log" "$PY" bench/gpu/graph_check.py
