@@ -29,3 +29,21 @@ class StoreError(AblateError):
 
 class UsageError(AblateError):
     """Bad command-line arguments that Typer itself cannot catch."""
+
+
+class OptionError(UsageError):
+    """A bad value of one option of the Python API (``per_gpu``, ``fuse``, ``time`` ...).
+
+    The message names the option as the API does (``per_gpu 0: must be at least 1``);
+    the CLI, which knows the flag that set it, prints ``--per-gpu 0: must be at least 1``
+    instead (:meth:`as_flag`), so core code never speaks of flags."""
+
+    def __init__(self, option: str, message: str, value=None, sep: str = ": "):
+        self.option, self.message, self.value, self.sep = option, message, value, sep
+        super().__init__(self._render(option))
+
+    def _render(self, name: str) -> str:
+        return f"{name} {self.value}{self.sep}{self.message}" if self.value is not None else f"{name} {self.message}"
+
+    def as_flag(self, flag: str) -> str:
+        return self._render(flag)

@@ -243,13 +243,13 @@ def train_epoch(trainer, train_data, epoch_idx: int, check: Callable, loss_func=
     only reported up to ``CHECK_EVERY - 1`` batches later than RecBole would).
     Returns what RecBole returns: a float, or a tuple of floats for tuple losses.
     """
-    from ablate import fused
+    from ablate import member_hooks as hooks
 
     model = trainer.model
     model.train()  # (SGL draws its augmented graphs here)
     flag_sorted_sparse(model)
     loss_func = loss_func or model.calculate_loss
-    with fused.training():  # a member of a fused group shares its products and backward
+    with hooks.training():  # a member of a fused group shares its products and backward
         return _epoch_loop(trainer, train_data, check, loss_func)
 
 
@@ -257,7 +257,7 @@ def _epoch_loop(trainer, train_data, check: Callable, loss_func):
     import torch
     from torch.nn.utils import clip_grad_norm_
 
-    from ablate import fused
+    from ablate import member_hooks as hooks
 
     model, optimizer, device = trainer.model, trainer.optimizer, trainer.device
     total, is_tuple = None, False
@@ -272,7 +272,7 @@ def _epoch_loop(trainer, train_data, check: Callable, loss_func):
         total = terms.double() if total is None else total + terms.double()
         if batch_idx % CHECK_EVERY == 0:
             check(total)
-        fused.backward(loss)
+        hooks.backward(loss)
         if trainer.clip_grad_norm:
             clip_grad_norm_(model.parameters(), **trainer.clip_grad_norm)
         optimizer.step()

@@ -9,18 +9,16 @@ its runs as alive, and the clean stop on Ctrl-C.
 
 from __future__ import annotations
 
-import functools
-import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ablate.errors import StoreError, UsageError
+from ablate import recording
+from ablate.errors import StoreError
 from ablate.executors.base import Executor
-from ablate.executors.local import Slot
+from ablate.messages import make_task
 
 if TYPE_CHECKING:  # ablate.store imports SQLAlchemy (~0.2 s): `ablate run` needs the slots first
     from ablate.store import Run, Store
@@ -31,185 +29,6 @@ HEARTBEAT_EVERY = 5.0
 # every second while batches run (``worker.Pulse``), so only a hang comes near it; a
 # slow data load before the first batch is the longest silence a healthy run has.
 STALL_TIMEOUT = 30 * 60.0
-
-
-# ---------------------------------------------------------------------------- devices
-
-
-def visible_gpus() -> list[str]:
-    """Physical ids of the GPUs this process may use, honouring CUDA_VISIBLE_DEVICES.
-
-    RecBole's Config overwrites CUDA_VISIBLE_DEVICES with ``gpu_id``, so workers must be
-    given *physical* ids: with CUDA_VISIBLE_DEVICES=2,3, logical GPU 0 is physical 2.
-    Asked of ``nvidia-smi`` where it can answer (plain indices, no MIG), so that the
-    coordinator does not import torch (1-2 s) before its first worker can start; of torch
-    otherwise.
-    """
-    if not nvidia_driver_present():
-        return []  # skip importing torch (1-2 s) on machines that cannot have a GPU
-    listed = _gpus_from_nvidia_smi()
-    if listed is not None:
-        return listed
-    ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    try:
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - a broken CUDA install means no GPU
-        count = 0
-    if ids is not None:
-        return [str(x) for x in ids[:count]]
-    return [str(i) for i in range(count)]
-
-
-def parse_visible_devices(var: str | None) -> list[int] | list[str] | None:
-    """``CUDA_VISIBLE_DEVICES`` as CUDA reads it; None when unset (every GPU).
-
-    The rule of ``torch.cuda._parse_visible_devices``, without importing torch: each entry
-    is read like ``strtoul`` (``"1gpu2"`` is 1); the list ends at the first entry that is
-    not a number (so ``""``, ``"-1"`` and ``"0,,1"`` stop there); a repeated id hides every
-    GPU. ``GPU-``/``MIG-`` UUID lists are kept as strings, up to the first other entry.
-    """
-    if var is None:
-        return None
-    for prefix in ("GPU-", "MIG-"):
-        if var.startswith(prefix):
-            uuids: list[str] = []
-            for elem in var.split(","):
-                if elem in uuids:
-                    return []
-                if not elem.startswith(prefix):
-                    break
-                uuids.append(elem)
-            return uuids
-    ids: list[int] = []
-    for elem in var.split(","):
-        x = _strtoul(elem.strip())
-        if x in ids:
-            return []
-        if x < 0:
-            break
-        ids.append(x)
-    return ids
-
-
-def _strtoul(s: str) -> int:
-    """The number ``s`` starts with (sign allowed, as strtoul), or -1 when it starts with none."""
-    import re
-
-    m = re.match(r"[+-]?\d+", s)
-    return int(m.group()) if m else -1
-
-
-def countable_without_torch() -> bool:
-    """Whether :func:`visible_gpus` can answer without importing torch (no driver, or
-    nvidia-smi lists the GPUs and CUDA_VISIBLE_DEVICES holds plain indices)."""
-    return not nvidia_driver_present() or _gpus_from_nvidia_smi() is not None
-
-
-def _gpus_from_nvidia_smi() -> list[str] | None:
-    """The visible GPUs' physical ids from nvidia-smi's count and CUDA_VISIBLE_DEVICES, or
-    None where only torch can tell (UUIDs, MIG, no answer from nvidia-smi)."""
-    ids = parse_visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if ids is not None and not all(isinstance(x, int) for x in ids):
-        return None
-    physical = _nvidia_smi_gpus()
-    if physical is None:
-        return None
-    if ids is None:
-        return [str(i) for i in range(physical)]
-    visible: list[str] = []
-    for x in ids:  # CUDA's rule: the list ends at the first id that does not exist
-        if x >= physical:
-            break
-        visible.append(str(x))
-    return visible
-
-
-@functools.lru_cache(maxsize=1)
-def _nvidia_smi_gpus() -> int | None:
-    """How many GPUs the driver lists, or None where nvidia-smi cannot say it plainly
-    (missing, failing, or MIG enabled: CUDA then sees instances, not GPUs)."""
-    import shutil
-
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=index,mig.mode.current", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    rows = [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
-    if out.returncode != 0 or not all(r and r[0].isdigit() for r in rows):
-        return None
-    if any(len(r) > 1 and r[1].lower() == "enabled" for r in rows):
-        return None
-    return len(rows)
-
-
-def nvidia_driver_present() -> bool:
-    """Cheap check before asking torch: the driver's proc entry or nvidia-smi exists."""
-    import shutil
-
-    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
-
-
-def make_slots(gpus: list[str] | None, per_gpu: int, jobs: int | None, available: list[str],
-               cores: int | None = None, simulate: bool = False) -> list[Slot]:
-    """Slots for a local sweep.
-
-    ``gpus`` are logical indices (as the user sees them, ``--gpus 0,1``) into
-    ``available``; ``per_gpu`` runs share each GPU. Without GPUs, ``jobs`` CPU slots split
-    the cores between them so parallel runs do not oversubscribe the machine.
-    """
-    cores = cores or os.cpu_count() or 1
-    if per_gpu < 1:
-        raise UsageError("--per-gpu must be at least 1")
-    if gpus is None:
-        gpus = [str(i) for i in range(len(available))]
-    if gpus:
-        slots = []
-        for g in gpus:
-            if simulate:
-                physical = g
-            else:
-                try:
-                    physical = available[int(g)]
-                except (ValueError, IndexError):
-                    have = ",".join(str(i) for i in range(len(available))) or "none"
-                    raise UsageError(f"--gpus {g}: no such GPU here (visible: {have})") from None
-            threads = max(1, cores // (len(gpus) * per_gpu))
-            slots.extend(Slot(gpu=physical, threads=threads, label=f"cuda:{physical}") for _ in range(per_gpu))
-        return slots
-    jobs = jobs or 1
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1")
-    threads = max(1, cores // jobs)
-    return [Slot(gpu=None, threads=threads, label="cpu") for _ in range(jobs)]
-
-
-# ---------------------------------------------------------------------------- tasks
-
-
-def git_commit(where: Path) -> str | None:
-    """The project's commit (``-dirty`` when it has uncommitted changes), if it is a repo."""
-    try:
-        sha = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def make_task(run: Run, workdir: Path, keep_checkpoints: bool = False) -> dict:
-    return {
-        "run_id": run.id, "key": run.key, "name": run.name, "model": run.model, "config": run.config,
-        "run_dir": str((workdir / "runs" / str(run.id)).resolve()), "keep_checkpoints": keep_checkpoints,
-    }
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -283,11 +102,10 @@ class Sweep:
         """Pending runs that may train side by side with ``run`` (``--fuse``), claimed."""
         if self.fuse <= 1:
             return []
-        from ablate.fused import fuse_key
-        from ablate.worker import DATA_KEYS
+        from ablate.sharing import fuse_key
 
         if self._fuse_keys is None:
-            self._fuse_keys = {r.id: fuse_key(r.model, r.config, DATA_KEYS)
+            self._fuse_keys = {r.id: fuse_key(r.model, r.config)
                                for r in self.store.runs(self.run_ids, with_children=False)}
         key = self._fuse_keys.get(run.id)
         if key is None:
@@ -311,16 +129,12 @@ class Sweep:
             self.in_flight[rid]["where"] = _where(ev)
         if kind == "started":
             self.in_flight[rid]["device"] = ev.get("device")
-            self.store.mark_started(rid, owner=self.owner, device=ev.get("device"), host=ev.get("host"), pid=ev.get("pid"),
-                                    log_path=ev.get("log_path"), executor=self.executor.name, git_commit=self.git)
-        elif kind == "epoch":
-            self.store.add_epoch(rid, ev["epoch"], losses=ev.get("losses"), train_seconds=ev.get("train_seconds"), owner=self.owner)
-        elif kind == "valid":
-            self.store.add_epoch(rid, ev["epoch"], valid_score=ev.get("valid_score"), valid=ev.get("valid"), owner=self.owner)
-            if self.in_flight[rid]["task"].get("verdicts"):
-                self.executor.answer(rid, self.planner.on_valid(rid, ev))
-        elif kind == "finished":
+        if kind == "finished":
             self._finish(rid, ev)
+        else:
+            recording.apply(self.store, ev, owner=self.owner, executor=self.executor.name, git=self.git)
+        if kind == "valid" and self.in_flight[rid]["task"].get("verdicts"):
+            self.executor.answer(rid, self.planner.on_valid(rid, ev))
         if self.view:
             self.view.event(ev)
 
@@ -328,9 +142,8 @@ class Sweep:
         from ablate.store import Status
 
         status = Status(ev["status"])
-        fields = {k: ev[k] for k in ("epoch", "best_epoch", "wall_seconds", "versions", "peak_mem_mb") if ev.get(k) is not None}
         info = self.in_flight.pop(rid)
-        if not self.store.finish(rid, status, metrics=ev.get("metrics"), error=ev.get("error"), owner=self.owner, **fields):
+        if not recording.apply(self.store, {**ev, "type": "finished", "run_id": rid}, owner=self.owner):
             # This coordinator was taken for dead and the run requeued (possibly already
             # rerun by another): its late result is dropped, never written over the new one.
             self.summary.lost += 1

@@ -181,46 +181,25 @@ class Trial:
 
 def stored_trials(store, name: str, metric: str) -> list[Trial]:
     """The trials of search experiment ``name`` in the order they were asked."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
-
-    from ablate.store import Experiment, Member, Run
-
-    with store.read() as s:
-        exp = s.scalar(select(Experiment).where(Experiment.name == name))
-        if exp is None:
-            return []
-        members = list(s.scalars(
-            select(Member).where(Member.experiment_id == exp.id).order_by(Member.position)
-            .options(selectinload(Member.run).selectinload(Run.metrics), selectinload(Member.run).selectinload(Run.epochs))))
-        out = []
-        for m in members:
-            run = m.run
-            inter = {e.epoch: float(e.valid[metric]) for e in run.epochs if e.valid and metric in e.valid}
-            if run.status == "done":
-                value = run.metric("valid", metric)
-            elif run.status == "pruned" and inter:
-                value = inter[max(inter)]
-            else:
-                value = None
-            out.append(Trial(m.position, run.id, run.key, m.row, run.status, dict(m.point or {}), value, inter,
-                             run.metric("test", metric), run.epoch, dict(run.config), run.seed))
-        return out
+    out = []
+    for m in store.members(name):
+        run = m.run
+        inter = {e.epoch: float(e.valid[metric]) for e in run.epochs if e.valid and metric in e.valid}
+        if run.status == "done":
+            value = run.metric("valid", metric)
+        elif run.status == "pruned" and inter:
+            value = inter[max(inter)]
+        else:
+            value = None
+        out.append(Trial(m.position, run.id, run.key, m.row, run.status, dict(m.point or {}), value, inter,
+                         run.metric("test", metric), run.epoch, dict(run.config), run.seed))
+    return out
 
 
 def best(trials: list[Trial], direction: str) -> list[Trial]:
     """Finished (``done``) trials, best objective first."""
     done = [t for t in trials if t.status == "done" and t.value is not None]
     return sorted(done, key=lambda t: -t.value if direction == "maximize" else t.value)
-
-
-def _run_id(store, key: str) -> int:
-    from sqlalchemy import select
-
-    from ablate.store import Run
-
-    with store.read() as s:
-        return s.scalar(select(Run.id).where(Run.key == key, Run.rerun_of.is_(None)))
 
 
 # ---------------------------------------------------------------------------- the planner
@@ -296,7 +275,7 @@ class StudyPlanner:
             self.repeats = 0
             self.runs.append(run)
             self.store.sync_experiment(self.spec_named, self.runs)
-            rid = _run_id(self.store, run.key)
+            rid = self.store.primary_run_id(run.key)
             self.keys[run.key] = rid
             self.store.requeue([rid], retry=True)  # failed, or its coordinator died: this trial trains it
             status = self.store.get_run(rid).status
@@ -396,50 +375,3 @@ def open_search(store, target: str, overrides: dict | None = None) -> tuple[Sear
         trials = stored_trials(store, name, "")
         metric = str((trials[0].config if trials else {}).get("valid_metric") or "MRR@10")
     return block, name, metric.lower(), block.objective.direction
-
-
-def render_top(store, target: str, k: int, overrides: dict | None = None, fmt: str = "plain") -> str:
-    """The ``k`` best trials of a search: objective, the same metric on test, parameters."""
-    _, name, metric, direction = open_search(store, target, overrides)
-    trials = stored_trials(store, name, metric)
-    if not trials:
-        raise UsageError(f"search {name!r} has no trials yet")
-    top = best(trials, direction)[:k]
-    params = list(trials[0].params)
-    header = ["rank", "trial", "run", f"valid {metric}", f"test {metric}", *params, "epochs"]
-    rows = [[str(i), str(t.number), str(t.run_id), f"{t.value:.4f}", "" if t.test is None else f"{t.test:.4f}",
-             *(_show(t.params.get(p)) if not isinstance(t.params.get(p), str) else t.params.get(p) for p in params),
-             str((t.epochs or 0) + 1)] for i, t in enumerate(top, 1)]
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    title = f"{name}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"), top {len(top)} by valid {metric}"
-    if fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        for t in top:
-            w.writerow([top.index(t) + 1, t.number, t.run_id, t.value, t.test, *(t.params.get(p) for p in params), (t.epochs or 0) + 1])
-        return buf.getvalue()
-    if fmt == "md":
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def plot(store, target: str, out, overrides: dict | None = None):
-    """``ablate plot TARGET --search``: see :mod:`ablate.report.search_plot`."""
-    from ablate.report.search_plot import plot_search
-
-    block, name, metric, direction = open_search(store, target, overrides)
-    trials = stored_trials(store, name, metric)
-    if not trials:
-        raise UsageError(f"search {name!r} has no trials yet")
-    return plot_search(trials, block.space, metric, direction, out, title=name)

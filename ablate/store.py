@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (
-    JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, create_engine,
+    JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine,
     event, func, select, text, update,
 )
 from sqlalchemy.engine import Engine
@@ -165,9 +165,27 @@ class Metric(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     split: Mapped[str] = mapped_column(String(16))  # valid | test
     name: Mapped[str] = mapped_column(String(64))  # recall@10 ...
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)  # as RecBole reports it: rounded to metric_decimal_place
+    exact: Mapped[float | None] = mapped_column(Float)  # the unrounded mean RecBole rounds (None: not kept)
     run: Mapped[Run] = relationship(back_populates="metrics")
     __table_args__ = (UniqueConstraint("run_id", "split", "name", name="uq_metric"),)
+
+    @property
+    def full(self) -> float:
+        """The value at full precision where it was kept, else RecBole's rounded one."""
+        return self.value if self.exact is None else self.exact
+
+
+class UserValues(Base):
+    """Each evaluated user's metric values on one split of a run (``ablate.peruser``'s
+    compact encoding), written with the run's result: what per-user tests pair."""
+
+    __tablename__ = "per_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (UniqueConstraint("run_id", "split", name="uq_per_user"),)
 
 
 class Epoch(Base):
@@ -197,7 +215,20 @@ def _migrate_1_to_2(conn) -> None:
         conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN peak_mem_mb FLOAT")
 
 
-MIGRATIONS = {1: _migrate_1_to_2}  # from version -> function upgrading to version + 1
+def _migrate_2_to_3(conn) -> None:
+    """v2 kept RecBole's rounded metrics only: the unrounded mean goes beside it (the
+    per-user table is new, made by ``create_all``)."""
+    if conn.dialect.name == "sqlite":
+        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(metrics)")}
+    else:
+        from sqlalchemy import inspect
+
+        cols = {c["name"] for c in inspect(conn).get_columns("metrics")}
+    if "exact" not in cols:
+        conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN exact FLOAT")
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # from version -> function upgrading to version + 1
 
 
 # ---------------------------------------------------------------------------- engine
@@ -457,6 +488,7 @@ class Store:
                 if won:
                     s.query(Metric).filter(Metric.run_id == rid).delete()
                     s.query(Epoch).filter(Epoch.run_id == rid).delete()
+                    s.query(UserValues).filter(UserValues.run_id == rid).delete()
                     return s.get(Run, rid)
         return None
 
@@ -496,8 +528,13 @@ class Store:
             return True
 
     def finish(self, run_id: int, status: Status, *, metrics: dict[str, dict[str, float]] | None = None,
-               error: str | None = None, owner: str | None = None, **fields) -> bool:
-        """Write a run's outcome. With ``owner``, only if that owner still holds it."""
+               error: str | None = None, owner: str | None = None, exact: dict[str, dict[str, float]] | None = None,
+               per_user: dict[str, bytes] | None = None, **fields) -> bool:
+        """Write a run's outcome. With ``owner``, only if that owner still holds it.
+
+        ``metrics``: RecBole's values (rounded); ``exact``: the same means unrounded;
+        ``per_user``: split -> encoded per-user values. All in the one transaction that
+        sets the status, so a ``done`` run never lacks what was sent with it."""
         with self.session() as s:
             run = s.get(Run, run_id)
             if run is None or (owner is not None and (run.owner != owner or run.status != Status.RUNNING.value)):
@@ -512,8 +549,15 @@ class Store:
             if metrics:
                 s.query(Metric).filter(Metric.run_id == run_id).delete()
                 for split, values in metrics.items():
+                    full = (exact or {}).get(split) or {}
                     for name, value in values.items():
-                        s.add(Metric(run_id=run_id, split=split, name=name, value=float(value)))
+                        unrounded = full.get(name)
+                        s.add(Metric(run_id=run_id, split=split, name=name, value=float(value),
+                                     exact=None if unrounded is None else float(unrounded)))
+            if per_user:
+                s.query(UserValues).filter(UserValues.run_id == run_id).delete()
+                for split, data in per_user.items():
+                    s.add(UserValues(run_id=run_id, split=split, data=bytes(data)))
             return True
 
     # ------------------------------------------------------------------ reading
@@ -541,6 +585,125 @@ class Store:
             if run_ids is not None:
                 q = q.where(Run.id.in_(run_ids))
             return dict(s.execute(q).all())
+
+
+    # ------------------------------------------------------------------ what executors and reports ask
+
+    def peak_mem_mb(self, run_ids: list[int]) -> float | None:
+        """The largest GPU memory peak recorded for runs of the same models and datasets as
+        ``run_ids`` (``--per-gpu auto`` and ``--fuse auto`` size by it)."""
+        from sqlalchemy import tuple_
+
+        with self.read() as s:
+            pairs = set(s.execute(select(Run.model, Run.dataset).where(Run.id.in_(run_ids))).all())
+            if not pairs:
+                return None
+            return s.scalar(select(func.max(Run.peak_mem_mb)).where(
+                tuple_(Run.model, Run.dataset).in_(list(pairs)), Run.peak_mem_mb.is_not(None)))
+
+    def running(self, run_ids: Iterable[int] | None = None, owner_prefix: str | None = None,
+                with_epochs: bool = False) -> list[Run]:
+        """Runs now ``running`` (among ``run_ids``; owned by ``owner_prefix...``)."""
+        from sqlalchemy.orm import selectinload
+
+        with self.read() as s:
+            q = select(Run).where(Run.status == Status.RUNNING.value)
+            if owner_prefix is not None:
+                q = q.where(Run.owner.like(owner_prefix + "%"))
+            if run_ids is not None:
+                q = q.where(Run.id.in_(list(run_ids)))
+            if with_epochs:
+                q = q.options(selectinload(Run.epochs))
+            return list(s.scalars(q.order_by(Run.id)))
+
+    def running_rows(self, run_ids: list[int] | None = None) -> list[dict]:
+        """The running runs as plain dicts of what ``ablate status`` shows (one query)."""
+        cols = [Run.id, Run.name, Run.device, Run.host, Run.epoch, Run.started_at, Run.heartbeat_at, Run.owner,
+                Run.executor, Run.job_id]
+        q = select(*cols).where(Run.status == Status.RUNNING.value).order_by(Run.id)
+        if run_ids is not None:
+            q = q.where(Run.id.in_(run_ids))
+        with self.read() as s:
+            return [dict(r._mapping) for r in s.execute(q)]
+
+    def set_job_ids(self, job_ids: dict[int, str], executor: str) -> None:
+        """Record the cluster job each run was submitted in."""
+        with self.session() as s:
+            for rid, jid in job_ids.items():
+                s.execute(update(Run).where(Run.id == rid).values(job_id=jid, executor=executor))
+
+    def save_sweep(self, owner: str, record: dict) -> None:
+        """Keep what a cluster sweep's coordinator must know to collect its runs later, from
+        any machine that sees this store (the jobs' folder, the cluster kind)."""
+        import json
+
+        with self.session() as s:
+            row = s.get(Meta, owner)
+            if row is None:
+                s.add(Meta(key=owner, value=json.dumps(record)))
+            else:
+                row.value = json.dumps(record)
+
+    def sweeps(self, owners: Iterable[str]) -> dict[str, dict]:
+        """The records :meth:`save_sweep` kept for these owners (those it has)."""
+        import json
+
+        keys = sorted(set(owners))
+        if not keys:
+            return {}
+        with self.read() as s:
+            rows = s.execute(select(Meta.key, Meta.value).where(Meta.key.in_(keys))).all()
+        return {k: json.loads(v) for k, v in rows}
+
+    def members(self, experiment_name: str) -> list[Member]:
+        """An experiment's members in row order, each with its run, metrics and epochs
+        loaded (empty when there is no such experiment)."""
+        from sqlalchemy.orm import selectinload
+
+        with self.read() as s:
+            exp = s.scalar(select(Experiment).where(Experiment.name == experiment_name))
+            if exp is None:
+                return []
+            return list(s.scalars(
+                select(Member).where(Member.experiment_id == exp.id).order_by(Member.position)
+                .options(selectinload(Member.run).selectinload(Run.metrics),
+                         selectinload(Member.run).selectinload(Run.epochs))))
+
+    def per_user(self, run_ids: Iterable[int], split: str = "test") -> dict[int, bytes]:
+        """The encoded per-user values of these runs on ``split`` (runs without any left out)."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.read() as s:
+            rows = s.execute(select(UserValues.run_id, UserValues.data)
+                             .where(UserValues.run_id.in_(ids), UserValues.split == split)).all()
+        return {int(r): bytes(d) for r, d in rows}
+
+    def primary_run_id(self, key: str) -> int | None:
+        """The id of the run (not a rerun) stored under ``key``."""
+        with self.read() as s:
+            return s.scalar(select(Run.id).where(Run.key == key, Run.rerun_of.is_(None)))
+
+    def baselines_beside(self, run_id: int) -> list[tuple[str, int, int]]:
+        """``(row, run id, seed)`` of the baseline runs of every experiment that holds
+        ``run_id``, in row order."""
+        with self.read() as s:
+            exp_ids = list(s.scalars(select(Member.experiment_id).where(Member.run_id == run_id)))
+            if not exp_ids:
+                return []
+            return [tuple(r) for r in s.execute(
+                select(Member.row, Run.id, Run.seed).join(Run, Run.id == Member.run_id)
+                .where(Member.experiment_id.in_(exp_ids), Member.role == "baseline").order_by(Member.position)).all()]
+
+
+def open_existing(db: str) -> Store:
+    """A store to read that must already exist: a missing SQLite file is an error, not a
+    new empty file."""
+    from ablate.storefile import store_exists
+
+    if not store_exists(db):
+        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
+    return Store(db, create=False)
 
 
 # ---------------------------------------------------------------------------- health (ablate doctor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def to_url(db: str) -> str:
@@ -25,3 +25,12 @@ def sqlite_path(db: str) -> Path | None:
         return None
     path = url.split("sqlite:///", 1)[1]
     return Path(path) if path and path != ":memory:" else None
+
+
+def store_exists(db: str) -> bool:
+    """Whether a store is there to read: a SQLite file that exists (a server URL is taken
+    to exist; connecting tells)."""
+    url = to_url(db)
+    if not url.startswith("sqlite:///"):
+        return True
+    return Path(url.split("sqlite:///", 1)[1]).is_file()

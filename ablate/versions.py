@@ -22,6 +22,9 @@ runs stored then keep their keys unless their model's numbers have changed since
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 # ablate's own code paths that change a run's numbers (ablate.compat, ablate.fastpath,
 # the worker's data handling). Bump when one of them changes what a run computes.
 NUMBERS = 1
@@ -74,3 +77,16 @@ def recorded(stored_versions: dict | None, model: str | None) -> str:
 def is_current(stored_versions: dict | None, model: str | None) -> bool:
     """Whether a stored run was trained by the implementation this checkout runs."""
     return recorded(stored_versions, model) == label(model)
+
+
+def git_commit(where: Path) -> str | None:
+    """The project's commit (``-dirty`` when it has uncommitted changes), if it is a repo."""
+    try:
+        sha = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

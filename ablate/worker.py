@@ -1,11 +1,12 @@
 """Execute one run with RecBole. With :mod:`ablate.fastpath`, which it calls for the epochs,
 the only module of ablate that imports RecBole.
 
-A worker is handed a *task* (a plain dict: run id, model, resolved config, run folder,
-device) and reports *events* (plain dicts) through ``emit``: ``started``, ``epoch``,
-``valid`` and, last, ``finished`` with the status and metrics. Plain dicts travel
-equally well over a multiprocessing pipe (local executor) and as a JSON file on shared
-storage (Slurm), so both executors run this same code.
+:func:`execute` is handed a *task* (:class:`ablate.messages.Task`: run id, model, resolved
+config, run folder, device) and reports *events* (:mod:`ablate.messages`) through
+``emit``: ``started``, ``progress``, ``epoch``, ``valid`` and, last, ``finished`` with the
+status and metrics. They are plain dicts, which travel equally well over a
+multiprocessing pipe (local executor) and as JSON lines on shared storage (Slurm), so
+every executor runs this same code, through the loop of :mod:`ablate.serve`.
 
 RecBole keeps global state (logging handlers, ``sys.argv`` overrides, RNGs, the
 current directory for tensorboard and checkpoints). Each run here gets its own log file,
@@ -32,6 +33,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ablate.capture import EvaluationCapture
+from ablate.messages import Task
+from ablate.sharing import DATA_KEYS
+
 Emit = Callable[[dict], None]
 
 # Data settings that decide what ``create_dataset`` builds; the parsed dataset is cached
@@ -46,27 +51,6 @@ ADJ_STATS = {"hits": 0, "misses": 0}
 # iteration, keyed by the settings RecBole's data code reads (see ``_prepared``).
 _LOADER_CACHE: dict[str, tuple] = {}
 LOADER_STATS = {"hits": 0, "misses": 0}
-# Every config key that recbole/data and recbole/sampler read (RecBole 1.2.1), save the
-# per-run folders and save/load switches: what two runs must share to share dataloaders.
-# tests/perf/test_warm.py checks this list against RecBole's source.
-DATA_KEYS = frozenset({
-    "dataset", "data_path", "model", "MODEL_TYPE", "MODEL_INPUT_TYPE", "seed", "repeatable", "eval_args",
-    "train_batch_size", "eval_batch_size", "train_neg_sample_args", "valid_neg_sample_args",
-    "test_neg_sample_args", "shuffle", "worker", "transform", "single_spec", "world_size", "local_rank",
-    "load_col", "unload_col", "unused_col", "additional_feat_suffix", "numerical_features", "normalize_field",
-    "normalize_all", "discretization", "threshold", "rm_dup_inter", "filter_inter_by_user_or_item",
-    "user_inter_num_interval", "item_inter_num_interval", "val_interval", "entity_kg_num_interval",
-    "relation_kg_num_interval", "kg_reverse_r", "token_num_threshold", "field_separator", "seq_separator",
-    "encoding", "benchmark_filename", "preload_weight", "seq_len", "LIST_SUFFIX", "MAX_ITEM_LIST_LENGTH",
-    "NEG_PREFIX", "USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD", "LABEL_FIELD",
-    "HEAD_ENTITY_ID_FIELD", "TAIL_ENTITY_ID_FIELD", "RELATION_ID_FIELD", "ENTITY_ID_FIELD",
-    "ITEM_LIST_LENGTH_FIELD", "POSITION_FIELD", "POS_ITEMS", "NEG_ITEMS", "MASK_ITEM_SEQ", "MASK_INDEX",
-    "REORDER_ITEM_SEQ", "INVERSE_ITEM_SEQ", "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "mask_ratio", "ft_ratio",
-    "eta", "beta", "convert_token_to_onehot", "alias_of_user_id", "alias_of_item_id", "alias_of_entity_id",
-    "alias_of_relation_id",
-})
-
-
 # Seconds between a worker's progress events while batches run (see :class:`Pulse`).
 BEAT_EVERY = 1.0
 
@@ -114,7 +98,7 @@ def run_versions(model: str) -> dict[str, str]:
     return {**versions(), "implementation": implementation.label(model)}
 
 
-def _prepare_process(threads: int | None) -> None:
+def prepare_process(threads: int | None) -> None:
     """Once per process: compat patches, thread count, no tensorboard."""
     # Before torch loads OpenMP: spinning threads that wait for a busy core made 2-thread
     # runs ~40x slower on a loaded 2-core machine; passive waiting costs nothing measurable.
@@ -382,7 +366,7 @@ def _oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None,
+def execute(task: Task, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None,
             isolation: Callable[[Path], Any] | None = None) -> dict:
     """Run one task to the end and return its ``finished`` event (also emitted).
 
@@ -407,7 +391,7 @@ def execute(task: dict, emit: Emit, cache: bool = True, verdict: Callable[[], bo
     base = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
     state["pulse"] = Pulse(emit, base, task.get("beat_every", BEAT_EVERY))
     gpu = task.get("gpu")
-    mps = _under_mps()
+    mps = under_mps()
     device = "cpu" if gpu is None else f"cuda:{gpu}" + ("+mps" if mps else "")
     if task.get("fused"):  # trained side by side with these runs (ablate.fused)
         device += f"+fused{len(task['fused'])}"
@@ -475,7 +459,8 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
             model = model_cls(config, train_data._dataset).to(config["device"])
         _count_flops(model, train_data._dataset, config)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict)
+        capture = EvaluationCapture(trainer, config["USER_ID_FIELD"])
+        _instrument(trainer, model, train_data, emit, base, state, valid_data, verdict, capture)
         if config["device"].type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
@@ -490,7 +475,8 @@ def _train(task, emit, base, state, finished, cache, verdict=None):
         if not task.get("keep_checkpoints"):
             ckpt.unlink(missing_ok=True)
         return finished("done", metrics={"valid": _as_floats(best_valid), "test": _as_floats(test)},
-                        versions=run_versions(task["model"]), peak_mem_mb=peak)
+                        versions=run_versions(task["model"]), peak_mem_mb=peak,
+                        **_evaluations({"valid": state.get("best_valid"), "test": capture.last}))
     except NanLoss as err:
         state["epoch"] = err.epoch
         return finished("nan", error=str(err), versions=run_versions(task["model"]))
@@ -603,8 +589,25 @@ def _length(loader) -> int | None:
         return None
 
 
+def _evaluations(by_split: dict) -> dict:
+    """The finished event's ``exact`` means and ``per_user`` values (base64 of
+    :func:`ablate.peruser.encode`, so they travel as JSON too) of the evaluations kept."""
+    import base64
+
+    from ablate.peruser import encode
+
+    exact, per_user = {}, {}
+    for split, ev in by_split.items():
+        if ev is None:
+            continue
+        exact[split] = ev.exact
+        if ev.per_user is not None:
+            per_user[split] = base64.b64encode(encode(ev.per_user)).decode("ascii")
+    return {"exact": exact, "per_user": per_user} if exact else {}
+
+
 def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None,
-                verdict: Callable[[], bool] | None = None) -> None:
+                verdict: Callable[[], bool] | None = None, capture=None) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
     The model's per-batch methods tick ``state["pulse"]`` (:class:`Pulse`).
@@ -650,12 +653,18 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict,
               "threads": torch_threads()})
         return total
 
+    bigger = getattr(trainer, "valid_metric_bigger", True)
+
     def _valid_epoch(data, *args, **kwargs):
         pulse.enter("valid", state["epoch"], _length(data))
         score, result = valid_epoch(data, *args, **kwargs)
         score_f = float(score)
-        if state["best_score"] is None or score_f > state["best_score"]:
+        best = state["best_score"]
+        # RecBole's own rule (utils.early_stopping): a tie with the best counts as the best,
+        # and its model is the checkpoint that is tested
+        if best is None or (score_f >= best if bigger else score_f <= best):
             state["best_score"], state["best_epoch"] = score_f, state["epoch"]
+            state["best_valid"] = capture.last if capture is not None else None
         emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
         if verdict is not None and verdict():
             raise Pruned(state["epoch"])
@@ -676,145 +685,7 @@ def torch_isfinite(loss) -> bool:
     return bool(torch.isfinite(loss).all())
 
 
-def serve(conn, threads: int | None = None, cache: bool = True, gpu: int | str | None = None) -> None:
-    """Main loop of a warm worker process: receive tasks, stream events, until ``None``.
-    With ``cache=False`` (``ablate run --no-warm``) the process ends after one run, so
-    every run gets a process of its own.
-
-    SIGINT is ignored here: Ctrl-C is the coordinator's to handle, and it stops workers
-    itself, so a run never half-writes a result because the terminal was interrupted.
-    """
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
-    _prepare_process(threads)
-    if gpu is not None and _under_mps():
-        try:
-            _load_cuda_libraries(gpu)
-        except Exception as exc:  # noqa: BLE001 - a warm-up; a run on a broken GPU reports it as its own error
-            print(f"ablate worker: loading CUDA libraries on GPU {gpu} failed: {exc!r}".splitlines()[0], file=sys.stderr)
-    conn.send({"type": "ready", "pid": os.getpid()})
-    _serve_tasks(conn, cache)
-
-
-def _under_mps() -> bool:
+def under_mps() -> bool:
     """``ablate run --mps``: this worker's GPU is shared through the daemon whose folders
     the coordinator exported (``ablate.executors.mps``)."""
     return bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))
-
-
-def _load_cuda_libraries(gpu: int | str) -> None:
-    """Under ``--mps``: open this worker's CUDA context on its GPU and load the libraries
-    a run uses (cuBLAS, cuSPARSE, the sort and top-k kernels) before any run trains.
-
-    On an H200 (driver 580.159, torch 2.11+cu130) packed LightGCN runs under MPS died with
-    "illegal instruction" the moment the first of them reached its first evaluation (its
-    first cuBLAS call) while the others trained; plain PyTorch clients that loaded cuBLAS
-    together at start ran clean (bench/gpu_mps_check.sh). So every worker loads what it
-    needs up front (all kernels at once: the daemon exports ``CUDA_MODULE_LOADING=EAGER``)
-    and the executor starts no run on a GPU until all its workers report ready. Whether
-    this avoids the fault is not yet tested on a GPU; a fault that still happens is
-    reported per run (see ``_release_gpu``).
-
-    ``CUDA_VISIBLE_DEVICES`` is set to the slot's GPU first, as RecBole's Config sets it
-    for each run: a context opened on another GPU would keep every run there.
-    """
-    import torch
-
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    dev = torch.device("cuda", 0)
-    x = torch.ones(128, 64, device=dev)
-    idx = torch.tensor([[0, 1, 2], [2, 0, 1]], device=dev)
-    adj = torch.sparse_coo_tensor(idx, torch.ones(3, device=dev), (128, 128)).coalesce()  # sort (cub)
-    y = torch.sparse.mm(adj, x)  # cuSPARSE
-    z = y @ x.T  # cuBLAS
-    torch.topk(z, 10, dim=-1)
-    adj.t().coalesce()
-    torch.cuda.synchronize()
-
-
-def _serve_tasks(conn, cache: bool) -> None:
-    """Run the tasks the coordinator sends, until ``None``, its pipe closes, or this process
-    can run nothing more."""
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        closing = []
-
-        def verdict() -> bool:
-            """The coordinator's answer to the valid event just sent: stop the run now?"""
-            answer = conn.recv()
-            if answer is None:  # asked to exit after this run: it goes on
-                closing.append(True)
-                return False
-            return bool(answer.get("stop"))
-
-        if "members" in task:  # a fused group (ablate.fused): its runs train side by side
-            from ablate import fused
-
-            events = fused.execute_group(task["members"], conn.send, cache=cache)
-            event = {"retire": any(e.get("retire") for e in events)}
-        else:
-            event = execute(task, conn.send, cache=cache, verdict=verdict if task.get("verdicts") else None)
-        if not cache or event.get("retire") or closing:
-            return  # --no-warm, or a lost CUDA context: the executor starts a fresh process
-
-
-def _exit_with_parent(every: float = 1.0) -> None:
-    """End this worker as soon as its coordinator is gone (even by ``kill -9``).
-
-    Workers are daemonic, but that only helps when the coordinator exits normally; an
-    orphan would otherwise train on for hours and hold a GPU. Linux's PDEATHSIG kills us
-    at once; a thread watching the parent pid covers other systems. An orphan never
-    writes the store (only a coordinator does), so stopping it loses nothing.
-    """
-    import multiprocessing
-    import threading
-
-    spawner = multiprocessing.parent_process()
-    parent = spawner.pid if spawner is not None else os.getppid()
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(every)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="ablate-parent-watch", daemon=True).start()
-
-
-def run_task_standalone(task: dict, events_path: str | None = None) -> dict:
-    """Run one task in this process (Slurm jobs, the bare-script benchmark).
-
-    Events are appended as JSON lines to ``events_path`` when given, so a coordinator on
-    another machine can collect them later; the ``finished`` event is returned.
-    """
-    _prepare_process(task.get("threads"))
-    task = {"beat_every": None, **task}  # no progress events in a job's file: Slurm has its own time limit
-    out = open(events_path, "a", encoding="utf-8") if events_path else None  # noqa: SIM115
-
-    def emit(event: dict) -> None:
-        if out is not None:
-            out.write(json.dumps(event, default=str) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-
-    try:
-        return execute(task, emit, cache=False)
-    finally:
-        if out is not None:
-            out.close()

@@ -94,15 +94,14 @@ def main() -> None:
     # In process: imports once, then each format (a first call pays lazy imports: pandas
     # for csv, rich for rich).
     t_imp = time.perf_counter()
-    from ablate.cli.table import render_table
+    from ablate import api
     from ablate.report.table import render
 
-    print(f"in process (imports of ablate.cli: {time.perf_counter() - t_imp:.2f} s):")
+    print(f"in process (imports of ablate.api: {time.perf_counter() - t_imp:.2f} s):")
     for fmt in ("md", "latex", "csv", "rich"):
         t2 = time.perf_counter()
-        table, text = render_table(db, ["bench"], fmt=fmt)
-        if fmt == "rich":
-            text = render(table, "rich")
+        table = api.comparison(["bench"], db=db)
+        text = render(table, fmt)
         t3 = time.perf_counter()
         print(f"  {fmt:5s}: {len(table.rows)} rows from {args.runs} runs in {t3 - t2:.3f} s ({len(text)} chars)")
 

@@ -52,7 +52,7 @@ def stand_in_worker():
     import multiprocessing as mp
     import time
 
-    from ablate.executors.local import Slot
+    from ablate.devices import Slot
 
     ctx = mp.get_context("spawn")
     procs = []
@@ -68,3 +68,39 @@ def stand_in_worker():
     yield make
     for proc in procs:
         proc.kill()
+
+
+# What the real nvidia-smi prints for the two queries ablate makes (GPU count and MIG mode;
+# memory), for GPUs that cannot exist here. The workers then really are handed those GPU
+# ids, record their device as ``cuda:N`` and end ``failed``: a CPU build of torch cannot
+# use them (``ablate.worker`` says so instead of training on the CPU under a cuda label).
+FAKE_NVIDIA_SMI = """#!/bin/bash
+n=${FAKE_GPUS:-2}
+mem=${FAKE_GPU_MB:-81920}
+for ((i = 0; i < n; i++)); do
+  case "$*" in
+    *memory.total*) echo "$i, $mem" ;;
+    *) echo "$i, Disabled" ;;
+  esac
+done
+"""
+
+
+@pytest.fixture
+def fake_gpus(tmp_path: Path, monkeypatch) -> dict:
+    """A stand-in ``nvidia-smi`` listing ``FAKE_GPUS`` (2) GPUs of ``FAKE_GPU_MB`` MiB,
+    first on PATH (for this process and the processes it starts). Returns the environment
+    it set, for a test that starts a subprocess with an environment of its own."""
+    import stat
+
+    bindir = tmp_path / "fake-gpus-bin"
+    bindir.mkdir()
+    exe = bindir / "nvidia-smi"
+    exe.write_text(FAKE_NVIDIA_SMI)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    import os
+
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return env

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-PROBE = "import json, sys; from ablate.scheduler import visible_gpus; print(json.dumps([visible_gpus(), 'torch' in sys.modules]))"
+PROBE = "import json, sys; from ablate.devices import visible_gpus; print(json.dumps([visible_gpus(), 'torch' in sys.modules]))"
 
 
 def _probe(tmp_path, smi_rows: str, visible: str | None):
@@ -63,7 +63,7 @@ def test_anything_else_is_asked_of_torch(tmp_path, rows, visible):
 def test_visible_devices_are_parsed_as_torch_parses_them(monkeypatch, var):
     import torch.cuda
 
-    from ablate.scheduler import parse_visible_devices
+    from ablate.devices import parse_visible_devices
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", var)
     assert parse_visible_devices(var) == torch.cuda._parse_visible_devices()

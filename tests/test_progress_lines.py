@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.cli.run import parse_duration, parse_log_every
+from ablate.cli.options import parse_duration, parse_log_every
 from ablate.progress import SweepView
 
 SPEC = """\

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.scheduler import make_slots
+from ablate.devices import make_slots
 from ablate.errors import UsageError
 
 TINY = """\
@@ -152,20 +152,26 @@ def test_gpu_slots_honour_visible_devices_and_per_gpu():
         make_slots(["2"], 1, None, available=["0", "1"])
 
 
-def test_simulated_gpus_spread_runs_over_devices(tmp_path):
+def test_runs_spread_over_the_gpus_nvidia_smi_lists(tmp_path, fake_gpus):
+    """Two GPUs listed (a stand-in nvidia-smi): one slot each, each run handed its own GPU
+    id by the real executor and worker; this CPU build of torch cannot use them, so each
+    run ends ``failed`` saying so, under the device it was given."""
     spec = tmp_path / "g.yaml"
     spec.write_text(TINY.replace("epochs: 2", "epochs: 1") + "variants:\n  v: {model: LightGCN}\ngrid: {n_layers: [1, 2]}\n")
     db = tmp_path / "g.db"
-    result = invoke("run", spec, "--db", db, "--gpus", "0,1", "--per-gpu", "1", env={"ABLATE_SIMULATE_GPUS": "1"})
-    assert result.exit_code == 0, result.output
-    devices = sorted(d for (d,) in rows(db, "select device from runs"))
-    assert devices == ["cuda:0", "cuda:1"]
+    result = invoke("run", spec, "--db", db, "--gpus", "0,1", "--per-gpu", "1")
+    assert result.exit_code == 1, result.output
+    assert "on 2 slot(s) [cuda:0, cuda:1]" in result.output
+    got = sorted(rows(db, "select device, status, error from runs"))
+    assert [(d, s) for d, s, _ in got] == [("cuda:0", "failed"), ("cuda:1", "failed")]
+    assert all(e.startswith("given GPU ") and "cannot use CUDA here" in e for _, _, e in got)
 
 
-def test_gpus_requested_on_a_machine_without_one_is_a_clear_error(tmp_path):
+def test_gpus_requested_on_a_machine_without_one_is_a_clear_error(tmp_path, monkeypatch):
     spec = tmp_path / "g.yaml"
     spec.write_text(TINY + "variants:\n  v: {model: LightGCN}\n")
-    result = invoke("run", spec, "--db", tmp_path / "g.db", "--gpus", "0", env={"ABLATE_SIMULATE_GPUS": "0", "CUDA_VISIBLE_DEVICES": ""})
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
+    result = invoke("run", spec, "--db", tmp_path / "g.db", "--gpus", "0", env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.exit_code == 2
     assert result.output.strip().startswith("ablate: error: --gpus 0: no GPU is visible here")
 

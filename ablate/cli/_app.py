@@ -19,7 +19,15 @@ except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError
 from typer.core import TyperGroup
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, OptionError
+
+# Options of the API whose flag is not ``--`` + the name with dashes.
+_FLAGS = {"out": "-o", "executor": "--executor", "curves": "--curves", "seeds": "--seeds"}
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag that sets the API's ``option`` (``per_gpu`` -> ``--per-gpu``)."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -42,6 +50,8 @@ class _Group(TyperGroup):
             fail(" ".join(exc.format_message().split()), exc.exit_code if exc.exit_code else 2)
         except Abort:
             fail("aborted", 130)
+        except OptionError as exc:  # the API names its option; the user gave a flag
+            fail(exc.as_flag(flag_of(exc.option)), exc.exit_code)
         except AblateError as exc:
             fail(str(exc).replace("\n", " "), exc.exit_code)
         finally:

@@ -19,12 +19,10 @@ def cancel_cmd(
     """Cancel the spec's running Slurm jobs (scancel); their runs become interrupted."""
     from rich.console import Console
 
-    from ablate.cli.collect import spec_run_ids
-    from ablate.executors.slurm import cancel_runs, collect_runs
+    from ablate import api
+    from ablate.cli.options import parse_overrides
 
-    store, name, run_ids = spec_run_ids(db, spec_path, override)
-    collect_runs(store, run_ids, include_live=True)  # keep what already finished
-    n, jobs = cancel_runs(store, run_ids)
+    name, n, jobs = api.cancel(spec_path, db=db, overrides=parse_overrides(override))
     Console().print(f"{name}: cancelled {len(jobs)} job(s), {n} run(s) marked interrupted"
                     + (f" [{', '.join(jobs[:8])}{' …' if len(jobs) > 8 else ''}]" if jobs else ""), highlight=False)
     return 0

@@ -9,28 +9,12 @@ next ``ablate run`` submits them again.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, SpecArg, parse_overrides
-from ablate.errors import UsageError
-
-
-def spec_run_ids(db: str, spec_path, override) -> tuple:
-    """(store, experiment name, run ids) of a spec already run into ``db``."""
-    from ablate import plan, spec as spec_mod
-    from ablate.cli.table import open_store
-
-    spec = spec_mod.load_spec(spec_path)
-    name = plan.experiment_name(spec, parse_overrides(override))
-    store = open_store(db)
-    exp = store.experiment(name)
-    if exp is None:
-        raise UsageError(f"experiment {name!r} is not in {db} (run `ablate run {spec_path}` first)")
-    return store, name, store.experiment_run_ids(exp.id)
 
 
 @app.command("collect")
@@ -45,18 +29,11 @@ def collect_cmd(
     """Collect the results of a spec's Slurm jobs into the store (safe to repeat)."""
     from rich.console import Console
 
-    from ablate.executors.slurm import collect_runs
+    from ablate import api
 
-    if every <= 0:
-        raise UsageError("--every must be positive")
-    store, name, run_ids = spec_run_ids(db, spec_path, override)
+    got = api.collect(spec_path, db=db, overrides=parse_overrides(override), wait=wait, every=every, force=force)
+    counts, name, summary = got.counts, got.experiment, got.summary
     console = Console()
-    while True:
-        summary = collect_runs(store, run_ids, include_live=force)
-        if not wait or not summary.running:
-            break
-        time.sleep(every)
-    counts = store.counts(run_ids)
     console.print(f"{name}: collected {summary.line()}; now "
                   + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
     if counts.get("interrupted") or counts.get("timeout"):

@@ -42,10 +42,10 @@ def doctor_cmd(
     fix: Annotated[bool, typer.Option("--fix", help="Requeue stale running rows (their coordinator is gone).")] = False,
 ) -> int:
     """Check the store: integrity, schema version, stale running rows, incomplete results."""
-    from ablate.cli.run import Store_exists
     from ablate.store import SCHEMA_VERSION, Store, health, integrity, to_url
+    from ablate.storefile import store_exists
 
-    if not Store_exists(db):
+    if not store_exists(db):
         raise StoreError(f"no results store at {db}")
     url = to_url(db)
     problems, before = 0, None

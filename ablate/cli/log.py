@@ -8,9 +8,6 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt
-from ablate.cli.show import get_run_or_fail, tail
-from ablate.cli.table import open_store
-from ablate.errors import UsageError
 
 
 @app.command("log")
@@ -20,12 +17,7 @@ def log_cmd(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines from the end (0: the whole log).")] = 50,
 ) -> None:
     """Print the last lines of a run's log."""
-    store = open_store(db)
-    run = get_run_or_fail(store, run_id)
-    if not run.log_path:
-        raise UsageError(f"run {run_id} has no log yet (status {run.status})")
-    out = tail(run.log_path, lines if lines > 0 else 10**9)
-    if out is None:
-        raise UsageError(f"run {run_id}: log file {run.log_path} is gone")
-    for line in out:
+    from ablate import api
+
+    for line in api.log(run_id, db=db, lines=lines):
         typer.echo(line)

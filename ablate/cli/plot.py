@@ -9,7 +9,6 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, parse_overrides
-from ablate.cli.table import open_store
 from ablate.errors import UsageError
 
 
@@ -30,37 +29,22 @@ def plot_cmd(
 ) -> None:
     """Write a PNG: --x/--y over an experiment (mean ± std over seeds, the baseline as a
     reference line), or --curves of runs (one colour per run in every panel)."""
-    from ablate.report import frame as frame_mod, plot as plot_mod
+    from ablate import api
 
-    store = open_store(db)
     if search:
-        from ablate import search as search_mod
-
         if len(targets or []) != 1:
             raise UsageError("--search takes one search spec or experiment")
-        typer.echo(f"wrote {search_mod.plot(store, targets[0], out, parse_overrides(override))}")
+        typer.echo(f"wrote {api.search_plot(targets[0], out, db=db, overrides=parse_overrides(override))}")
         return
     if curves:
         try:
             ids = [int(t) for t in targets or []]
         except ValueError:
             raise UsageError("--curves expects run ids") from None
-        if not ids:
-            raise UsageError("--curves expects run ids")
-        runs = {r.id: r for r in store.runs(ids, with_children=False)}
-        missing = [i for i in ids if i not in runs]
-        if missing:
-            raise UsageError(f"no run with id {missing[0]} in {db}")
-        labels = {i: f"{runs[i].name} (#{i}, seed {runs[i].seed})" for i in ids}
-        groups = {i: runs[i].name for i in ids}  # a row's seeds share a colour and marker
-        path = plot_mod.plot_curves(frame_mod.epoch_losses(store, ids), labels, out, groups)
+        path = api.curves_plot(ids, out, db=db)
     else:
         if not x:
             raise UsageError("--x is required (or use --curves ID...)")
-        names = frame_mod.resolve_targets(store, targets, parse_overrides(override))
-        data = frame_mod.load(store, names, split, with_config=True)
-        base = plot_mod.baseline_row(data, baseline)
-        points = plot_mod.sweep_points(data, x, y, hue, exclude=(base,) if base else ())
-        path = plot_mod.plot_sweep(points, x, y.lower(), out, title=", ".join(names), logx=logx,
-                                   baseline=plot_mod.baseline_band(data, y, base))
+        path = api.sweep_plot(targets, x, out, db=db, y=y, hue=hue, split=split, overrides=parse_overrides(override),
+                              logx=logx, baseline=baseline)
     typer.echo(f"wrote {path}")

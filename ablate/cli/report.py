@@ -25,12 +25,17 @@ def report_cmd(
     reference: Annotated[Optional[Path], typer.Option(help="Published numbers shown on top as reference rows (as for ablate table).")] = None,
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
     y: Annotated[Optional[str], typer.Option(help="Metric of the plots along the grid (default: recall@20 when recorded).")] = None,
+    test: Annotated[str, typer.Option("--test", help="As for ablate table: auto, user-t, wilcoxon, randomization or seeds.")] = "auto",
+    correction: Annotated[str, typer.Option("--correction", help="holm, bonferroni or none.")] = "holm",
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level after the correction.")] = 0.05,
+    ties: Annotated[bool, typer.Option("--ties", help="Mark rows not significantly different from the column's best.")] = False,
+    ci: Annotated[bool, typer.Option("--ci/--no-ci", help="Each row's Δ with its 95% paired bootstrap interval.")] = True,
 ) -> None:
     """Write one HTML file (no network needed to open it): the table with its marks, a
     plot per grid axis, every run's curves and config diff, failures and code versions."""
-    from ablate.report import html
+    from ablate import api
 
-    context = html.build(db, targets, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
-                         split=split, baseline=baseline, precision=precision, reference=reference,
-                         negligible=negligible, y=y)
-    typer.echo(f"wrote {html.write(context, out)}")
+    path = api.report(targets, out, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
+                      split=split, baseline=baseline, precision=precision, reference=reference, negligible=negligible,
+                      y=y, test=test, correction=correction, alpha=alpha, ties=ties, ci=ci)
+    typer.echo(f"wrote {path}")

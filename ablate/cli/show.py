@@ -2,75 +2,29 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt
-from ablate.cli.table import open_store
-from ablate.errors import UsageError
 
 
-def baseline_of(store, run) -> tuple[object | None, str]:
-    """The run to diff against: the first baseline of an experiment holding ``run`` (same
-    seed when there is one), else the original of a rerun. Returns (run, why)."""
-    from sqlalchemy import select
+def distribution(per_user, per_line: int = 3) -> list[str]:
+    """A run's test metrics user by user in a line or two: mean, median, 90th percentile,
+    and the share of users at zero (what a mean hides)."""
+    import numpy as np
 
-    from ablate.store import Member, Run
-
-    from ablate.report.frame import read_connection
-
-    with read_connection(store) as s:
-        exp_ids = list(s.scalars(select(Member.experiment_id).where(Member.run_id == run.id)))
-        if exp_ids:
-            rows = s.execute(
-                select(Member.row, Run.id, Run.seed).join(Run, Run.id == Member.run_id)
-                .where(Member.experiment_id.in_(exp_ids), Member.role == "baseline").order_by(Member.position)
-            ).all()
-            if rows:
-                first = rows[0].row
-                same = [r for r in rows if r.row == first]
-                pick = next((r for r in same if r.seed == run.seed), same[0])
-                if pick.id != run.id:
-                    return store.get_run(pick.id), f"baseline {first} (run {pick.id}, seed {pick.seed})"
-    if run.rerun_of is not None:
-        return store.get_run(run.rerun_of), f"original run {run.rerun_of}"
-    return None, ""
-
-
-def config_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
-    """Keys whose values differ, run-local settings left out (they never change results)."""
-    from ablate.plan import LOCAL_KEYS
-
-    missing = object()
-    out = []
-    for k in sorted((a.keys() | b.keys()) - LOCAL_KEYS):
-        va, vb = a.get(k, missing), b.get(k, missing)
-        if va != vb:
-            out.append((k, "-" if va is missing else va, "-" if vb is missing else vb))
-    return out
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def tail(path: str | None, n: int) -> list[str] | None:
-    """Last ``n`` lines of a log, colour codes (RecBole's colorlog) stripped."""
-    if not path or not Path(path).is_file():
-        return None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().splitlines()
-    return [_ANSI.sub("", line) for line in (lines[-n:] if n > 0 else [])]
-
-
-def get_run_or_fail(store, run_id: int):
-    run = store.get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run with id {run_id} in {store.db}")
-    return run
+    parts = []
+    for name in per_user.columns:
+        v = per_user.column(name).astype(np.float64)
+        parts.append(f"{name} mean {v.mean():.4f} median {np.median(v):.4f} p90 {np.quantile(v, 0.9):.4f} "
+                     f"zero {np.mean(v == 0):.0%}")
+    head = f"per user (test, {len(per_user):,} users): "
+    lines = ["; ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)][:2]
+    if len(parts) > 2 * per_line:
+        lines[-1] += f"; {len(parts) - 2 * per_line} more columns"
+    return [head + lines[0], *("  " + line for line in lines[1:])] if lines else []
 
 
 @app.command("show")
@@ -83,8 +37,10 @@ def show_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    store = open_store(db)
-    run = get_run_or_fail(store, run_id)
+    from ablate import api
+
+    info = api.run_info(run_id, db=db, lines=lines)
+    run = info.run
     con = Console()
     con.print(f"[bold]run {run.id}[/bold] {run.name}  model {run.model}  dataset {run.dataset}  seed {run.seed}  key {run.key}")
     extra = [f"status {run.status}", f"attempts {run.attempts}"]
@@ -102,9 +58,8 @@ def show_cmd(
     if run.error:
         con.print(f"[red]error:[/red] {run.error}", highlight=False)
 
-    base, why = baseline_of(store, run)
-    if base is not None:
-        diff = config_diff(run.config, base.config)
+    diff, why = info.diff, info.why
+    if info.baseline is not None:
         t = Table()
         for c in ("key", "this run", "baseline"):
             t.add_column(c)
@@ -126,6 +81,10 @@ def show_cmd(
             t.add_row(name, *(f"{v[s]:.4f}" if s in v else "" for s in ("valid", "test")))
         con.print(t)
 
+    if info.per_user is not None:
+        for line in distribution(info.per_user):
+            con.print(line, highlight=False)
+
     if run.epochs:
         terms: list[str] = []
         for e in run.epochs:
@@ -140,7 +99,7 @@ def show_cmd(
                       "" if e.train_seconds is None else f"{e.train_seconds:.1f}")
         con.print(t)
 
-    log = tail(run.log_path, lines)
+    log = info.log
     if log is not None:
         con.print(f"[bold]log[/bold] {run.log_path} (last {len(log)} lines)")
         for line in log:

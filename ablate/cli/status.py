@@ -8,7 +8,7 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
-from ablate.cli.table import TargetsArg, open_store
+from ablate.cli.table import TargetsArg
 
 # Columns of the "running" table; each is (header, function of a row dict -> text).
 # An executor that knows more (a Slurm job id and state) adds a column here and a field
@@ -37,35 +37,15 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
 
 
-def _older_line(store, ids: list[int] | None) -> str | None:
+def _older_line(older: dict[int, tuple[str, str]]) -> str | None:
     """One line when some of the runs were trained by older code than this checkout's
     (:mod:`ablate.versions`): their stored numbers are not what the code computes now."""
-    from ablate.report.frame import older_implementations
-
-    older = older_implementations(store, ids)
     if not older:
         return None
     then = sorted({pair[0] for pair in older.values()})
     now = sorted({pair[1] for pair in older.values()})
     return (f"  {len(older)} run(s) trained by older code ({', '.join(then)}; now {', '.join(now)}): "
             "`ablate run` of their spec trains them again")
-
-
-def running_runs(store, run_ids: list[int] | None) -> list[dict]:
-    """Running rows (one query), as dicts of the Run columns the status view shows."""
-    from sqlalchemy import select
-
-    from ablate.store import Run, Status
-
-    cols = [Run.id, Run.name, Run.device, Run.host, Run.epoch, Run.started_at, Run.heartbeat_at, Run.owner,
-            Run.executor, Run.job_id]
-    q = select(*cols).where(Run.status == Status.RUNNING.value).order_by(Run.id)
-    if run_ids is not None:
-        q = q.where(Run.id.in_(run_ids))
-    from ablate.report.frame import read_connection
-
-    with read_connection(store) as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
 
 
 @app.command("status")
@@ -77,34 +57,19 @@ def status_cmd(
     """Counts by status (per experiment, or the whole store) and the runs running now."""
     from rich.console import Console
 
-    from ablate.report.frame import resolve_targets
+    from ablate import api
 
-    store = open_store(db)
+    state = api.status(targets, db=db, overrides=parse_overrides(override))
     con = Console()
-    if targets:
-        names = resolve_targets(store, targets, parse_overrides(override))
-        ids: list[int] | None = []
-        for name in names:
-            exp_ids = store.experiment_run_ids(store.experiment(name).id)
-            counts = store.counts(exp_ids)
-            ids.extend(exp_ids)
-            typer.echo(f"{name}: {len(exp_ids)} runs, " + _counts(counts))
-            older = _older_line(store, exp_ids)
-            if older:
-                typer.echo(older)
-    else:
-        ids = None
-        counts = store.counts()
-        typer.echo(f"{store.db}: {sum(counts.values())} runs, " + _counts(counts))
-        older = _older_line(store, None)
+    for exp in state.experiments:
+        total = len(exp.run_ids) if targets else sum(exp.counts.values())
+        typer.echo(f"{exp.name}: {total} runs, " + _counts(exp.counts))
+        older = _older_line(exp.older)
         if older:
             typer.echo(older)
-    running = running_runs(store, ids)
+    running, states = state.running, state.job_states
     columns = RUNNING_COLUMNS
     if any(r["job_id"] for r in running):  # Slurm runs: the job id and the job's live state
-        from ablate.executors.slurm import running_job_states
-
-        states = running_job_states(store, running)
         columns = columns + [("job", lambda r: r["job_id"] or ""), ("state", lambda r: states.get(r["id"], ""))]
     if running:
         from ablate.report.table import print_whole, terminal_width

@@ -9,52 +9,12 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import DB_DEFAULT, DbOpt, OverrideOpt, parse_overrides
-from ablate.errors import StoreError, UsageError
+from ablate.errors import UsageError
 
 TargetsArg = Annotated[
     Optional[list[str]],
     typer.Argument(help="Spec files or stored experiment names (default: the most recently updated).", show_default=False),
 ]
-
-
-def open_store(db: str):
-    """Open an existing store for reading; a missing SQLite file is an error, not a new file."""
-    from ablate.store import Store
-
-    _must_exist(db)
-    return Store(db, create=False)
-
-
-def _must_exist(db: str) -> None:
-    from ablate.cli.run import Store_exists
-
-    if not Store_exists(db):
-        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
-
-
-def render_table(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, fmt: str = "rich",
-                 metrics: list[str] | None = None, split: str = "test", baseline: str | None = None,
-                 precision: int = 4, sort: str | None = None, delta: bool = False, reference: Path | None = None,
-                 negligible: float = 0.01, short: bool = False, footnotes: bool = False):
-    """Everything ``ablate table`` does short of printing; returns (Table, text).
-
-    All reads happen in one read-only snapshot of the store (on SQLite: without
-    SQLAlchemy, see :mod:`ablate.report.frame`)."""
-    from ablate.report import frame as frame_mod, table as table_mod
-
-    _must_exist(db)
-    with frame_mod.snapshot(db) as snap:
-        names = frame_mod.resolve_targets(snap, targets, overrides)
-        data = frame_mod.load(snap, names, split)
-        if not data.rows:
-            raise UsageError(f"experiment {', '.join(names)} has no runs")
-        losses = frame_mod.loss_history(snap, data.done_variant_ids())
-        older = frame_mod.older_implementations(snap, data.run_ids())
-    ref = table_mod.load_reference(reference, split) if reference is not None else None
-    table = table_mod.build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta,
-                            reference=ref, losses=losses, negligible=negligible, older=older)
-    table.short_headers, table.footnotes = short, footnotes
-    return table, (table_mod.render(table, fmt) if fmt != "rich" else None)
 
 
 def _split_metrics(items: list[str] | None) -> list[str] | None:
@@ -81,31 +41,37 @@ def table_cmd(
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
     md: Annotated[bool, typer.Option("--md", help="GitHub markdown.")] = False,
     latex: Annotated[bool, typer.Option("--latex", help="LaTeX booktabs tabular.")] = False,
-    csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision, no marks).")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="CSV (full precision; p-values, and interval ends with --ci, as columns).")] = False,
     top: Annotated[Optional[int], typer.Option("--top", help="A search (ablate search): its K best trials with their parameters.")] = None,
+    test: Annotated[str, typer.Option("--test", help="Significance vs the baseline: auto (user-t where runs kept per-user values, else seeds), user-t, wilcoxon, randomization, or seeds.")] = "auto",
+    correction: Annotated[str, typer.Option("--correction", help="Over every row x column tested: holm, bonferroni or none.")] = "holm",
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level after the correction (* marks).")] = 0.05,
+    ties: Annotated[bool, typer.Option("--ties", help="Mark (≈) rows whose difference from the column's best is not significant.")] = False,
+    ci: Annotated[bool, typer.Option("--ci", help="Each row's Δ vs the baseline with a 95% paired bootstrap interval over users.")] = False,
 ) -> None:
     """Render the comparison table: best bold, second underlined, mean ± std over seeds, flags."""
     chosen = [f for f, on in (("md", md), ("latex", latex), ("csv", csv)) if on]
     if len(chosen) > 1:
         raise UsageError("choose one of --md, --latex, --csv")
     fmt = chosen[0] if chosen else "rich"
-    if top is not None:
-        from ablate import search
+    from ablate import api
 
+    if top is not None:
         if top < 1 or len(targets or []) != 1 or fmt == "latex":
             raise UsageError("--top K (K >= 1) takes one search spec or experiment, as text, --md or --csv")
-        typer.echo(search.render_top(open_store(db), targets[0], top, parse_overrides(override), fmt), nl=False)
+        typer.echo(api.top(targets[0], top, db=db, overrides=parse_overrides(override), fmt=fmt), nl=False)
         return
-    table, text = render_table(db, targets, overrides=parse_overrides(override), fmt=fmt,
-                               metrics=_split_metrics(metrics), split=split, baseline=baseline, precision=precision,
-                               sort=sort, delta=delta, reference=reference, negligible=negligible, short=short,
-                               footnotes=footnotes)
-    if text is not None:
-        typer.echo(text, nl=False)
+    table = api.comparison(targets, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
+                           split=split, baseline=baseline, precision=precision, sort=sort, delta=delta,
+                           reference=reference, negligible=negligible, test=test, correction=correction, alpha=alpha,
+                           ties=ties, ci=ci)
+    table.short_headers, table.footnotes = short, footnotes
+    from ablate.report.table import print_rich, render, terminal_width
+
+    if fmt != "rich":
+        typer.echo(render(table, fmt), nl=False)
         return
     from rich.console import Console
-
-    from ablate.report.table import print_rich, terminal_width
 
     console = Console()
     print_rich(table, console, terminal_width(console))

@@ -13,31 +13,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
+from ablate.devices import Slot
 from ablate.executors.base import Executor
 from ablate.executors.packing import AutoPack
-
-
-@dataclass
-class Slot:
-    gpu: int | str | None  # physical GPU id handed to RecBole, or None for CPU
-    threads: int | None = None
-    label: str | None = None  # what the store records as the device
-    enabled: bool = True
-    process: mp.process.BaseProcess | None = field(default=None, repr=False)
-    conn: object | None = field(default=None, repr=False)
-    runs: list[int] = field(default_factory=list)  # the run, or a fused group's runs, it trains now
-
-    @property
-    def run_id(self) -> int | None:
-        """The first run the slot trains now (None: idle)."""
-        return self.runs[0] if self.runs else None
-
-    @property
-    def device(self) -> str:
-        return self.label or ("cpu" if self.gpu is None else f"cuda:{self.gpu}")
+from ablate.messages import Work, ended
 
 
 def _signal_name(code: int | None) -> str:
@@ -52,10 +33,9 @@ def _signal_name(code: int | None) -> str:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, slots: list[Slot], cache: bool = True, simulate: bool = False, auto: AutoPack | None = None):
+    def __init__(self, slots: list[Slot], cache: bool = True, auto: AutoPack | None = None):
         self.slots = slots
         self.cache = cache
-        self.simulate = simulate  # GPU ids are labels only; work runs on the CPU (tests)
         self.auto = auto  # --per-gpu auto: grow each GPU's slots as runs report their memory
         # CPU threads per GPU, split between however many slots that GPU ends up with
         self._thread_budget: dict = {}
@@ -68,11 +48,11 @@ class LocalExecutor(Executor):
     # -------------------------------------------------------------- processes
 
     def _start(self, slot: Slot) -> None:
-        from ablate import worker
+        from ablate import serve
 
         parent, child = self._ctx.Pipe()
-        gpu = None if self.simulate else slot.gpu  # a worker under MPS opens its context on it at start
-        proc = self._ctx.Process(target=worker.serve, args=(child, slot.threads, self.cache, gpu), daemon=True,
+        # a worker under MPS opens its context on its GPU at start
+        proc = self._ctx.Process(target=serve.serve, args=(child, slot.threads, self.cache, slot.gpu), daemon=True,
                                  name=f"ablate-worker-{slot.device}")
         proc.start()
         child.close()
@@ -89,7 +69,7 @@ class LocalExecutor(Executor):
         """Block until every started worker has said ``ready``, or died, or ``timeout``.
 
         Used under ``--mps``, where a worker loads its CUDA libraries before it is ready and
-        no run may train on the GPU meanwhile (see ``worker._load_cuda_libraries``). Other
+        no run may train on the GPU meanwhile (see ``ablate.serve._load_cuda_libraries``). Other
         events are kept for the next ``poll``, which also reports a worker that died.
         """
         import time
@@ -120,12 +100,12 @@ class LocalExecutor(Executor):
     def capacity(self) -> int:
         return sum(1 for s in self.slots if s.enabled and not s.runs)
 
-    def submit(self, task: dict) -> None:
+    def submit(self, task: Work) -> None:
         """Send a task, or a fused group (``{"members": [task, ...]}``), to a free slot."""
         slot = next(s for s in self.slots if s.enabled and not s.runs)
         if not self._alive(slot):
             self._start(slot)
-        place = {"gpu": None if self.simulate else slot.gpu, "device_label": slot.device, "threads": slot.threads}
+        place = {"gpu": slot.gpu, "threads": slot.threads}
         if "members" in task:
             task = {"members": [dict(t, **place) for t in task["members"]]}
             slot.runs = [t["run_id"] for t in task["members"]]
@@ -160,9 +140,6 @@ class LocalExecutor(Executor):
         try:
             while slot.conn is not None and slot.conn.poll():
                 ev = slot.conn.recv()
-                if ev.get("type") == "started" and self.simulate:
-                    fused = f"+fused{len(ev['fused'])}" if ev.get("fused") else ""
-                    ev["device"] = slot.device + ("+mps" if ev.get("mps") else "") + fused  # what a GPU worker would say
                 if self.auto is not None and ev.get("peak_mem_mb") is not None and slot.gpu is not None:
                     self.observe_peak(slot.gpu, ev["peak_mem_mb"])
                 out.append(ev)
@@ -198,8 +175,7 @@ class LocalExecutor(Executor):
         with _quiet():
             slot.conn.close()
         slot.process, slot.conn = None, None
-        return [{"type": "finished", "run_id": run_id, "status": "interrupted",
-                 "error": f"worker process died ({_signal_name(code)})"} for run_id in runs]
+        return [ended(run_id, "interrupted", f"worker process died ({_signal_name(code)})") for run_id in runs]
 
     def cancel(self, run_id: int, status: str, error: str) -> None:
         """Stop a run by killing its worker. The other runs of its fused group lose their
@@ -212,9 +188,8 @@ class LocalExecutor(Executor):
                 with _quiet():
                     slot.conn.close()
                 runs, slot.process, slot.conn, slot.runs = slot.runs, None, None, []
-                self._pending.append({"type": "finished", "run_id": run_id, "status": status, "error": error})
-                self._pending.extend({"type": "finished", "run_id": other, "status": "interrupted",
-                                      "error": f"stopped with its fused group: run {run_id} {status} ({error})"}
+                self._pending.append(ended(run_id, status, error))
+                self._pending.extend(ended(other, "interrupted", f"stopped with its fused group: run {run_id} {status} ({error})")
                                      for other in runs if other != run_id)
 
     def answer(self, run_id: int, stop: bool) -> None:

@@ -65,7 +65,7 @@ class MPSDaemon:
     def start(self) -> None:
         self._exe = shutil.which(CONTROL)
         if self._exe is None:
-            raise MPSError(f"--mps needs {CONTROL} (part of the NVIDIA driver) on PATH; it was not found")
+            raise MPSError(f"MPS needs {CONTROL} (part of the NVIDIA driver) on PATH; it was not found")
         self.pipe.mkdir(parents=True, exist_ok=True)
         self.log.mkdir(parents=True, exist_ok=True)
         try:

@@ -6,16 +6,13 @@ end); past runs of the same model and dataset in the store give a starting hint.
 then gets ``floor(fraction * total / (peak + context))`` slots, at most ``cap`` — the
 CUDA context of every extra worker process (a few hundred MB that torch does not count)
 is part of the price of a slot. The decision is the pure function :func:`slots_for`, so it
-is tested without a GPU; reading the GPU's size never initialises CUDA in the
-coordinator (``nvidia-smi``, or torch in a short child process), because a coordinator
-holding a CUDA context would take memory from, and fork badly into, its workers.
+is tested without a GPU; the GPUs' sizes come from :func:`ablate.devices.gpu_memory_mb`
+and past peaks from :meth:`ablate.store.Store.peak_mem_mb`.
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from dataclasses import dataclass, field
 
 FRACTION = 0.8  # of the GPU's memory that packed runs may fill
@@ -33,43 +30,6 @@ def slots_for(total_mb: float | None, peak_mb: float | None, fraction: float = F
         return 1
     per_run = peak_mb + context_mb
     return max(1, min(cap, math.floor(fraction * total_mb / per_run)))
-
-
-def gpu_memory_mb() -> dict[str, float]:
-    """Total memory of each GPU in MiB, by physical index; empty when it cannot be read."""
-    try:
-        p = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=20)
-        if p.returncode == 0:
-            out = {}
-            for line in p.stdout.strip().splitlines():
-                idx, total = (x.strip() for x in line.split(",")[:2])
-                out[idx] = float(total)
-            if out:
-                return out
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    code = ("import torch\nfor i in range(torch.cuda.device_count()):\n"
-            "    print(i, torch.cuda.get_device_properties(i).total_memory / 2**20)")
-    try:  # a child process, so CUDA is never initialised here
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        return {a: float(b) for a, b in (line.split() for line in p.stdout.strip().splitlines())} if p.returncode == 0 else {}
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return {}
-
-
-def stored_peak_mb(store, run_ids: list[int]) -> float | None:
-    """The largest GPU memory peak recorded for past runs of the same model and dataset."""
-    from sqlalchemy import func, select, tuple_
-
-    from ablate.store import Run
-
-    with store.read() as s:
-        pairs = set(s.execute(select(Run.model, Run.dataset).where(Run.id.in_(run_ids))).all())
-        if not pairs:
-            return None
-        return s.scalar(select(func.max(Run.peak_mem_mb)).where(
-            tuple_(Run.model, Run.dataset).in_(list(pairs)), Run.peak_mem_mb.is_not(None)))
 
 
 @dataclass

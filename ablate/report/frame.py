@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ablate.errors import UsageError
+from ablate.errors import OptionError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,9 +65,10 @@ class ExperimentFrame:
     """
 
     def __init__(self, names: list[str], records: list[tuple], rows: list[str], role: dict[str, str],
-                 metrics: list[str], pairs: list[tuple], matrix: np.ndarray):
+                 metrics: list[str], pairs: list[tuple], matrix: np.ndarray, pair_runs: list[int] | None = None):
         self.names, self.records, self.rows, self.role = names, records, rows, role
         self.metrics, self.pairs, self.matrix = metrics, pairs, matrix
+        self.pair_runs = list(pair_runs or [])  # the run id of each (row, seed) pair
         at = {r: i for i, r in enumerate(rows)}
         pair_row = np.array([at[r] for r, _ in pairs], dtype=np.intp)
         self.counts = np.bincount(pair_row, minlength=len(rows)).astype(np.int64)
@@ -249,7 +250,7 @@ def _sqlite_current(db: str):
         con.execute("BEGIN DEFERRED")  # the snapshot starts at the first read; no write lock
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
-        if version is not None and version[0] == str(SCHEMA_VERSION) and {"experiments", "runs", "experiment_runs", "metrics", "epochs"} <= tables:
+        if version is not None and version[0] == str(SCHEMA_VERSION) and {"experiments", "runs", "experiment_runs", "metrics", "epochs", "per_user"} <= tables:
             return con
     except sqlite3.DatabaseError:
         pass  # not a database, or locked for a minute: Store reports it in its own words
@@ -358,7 +359,7 @@ def _metric_values(snap: Snapshot, names: list[str], split: str) -> list[tuple]:
     """(run_id, name, value) of the metrics of ``split`` of the experiments' runs."""
     params: dict = {"split": split}
     return snap.rows(
-        "SELECT x.run_id, x.name, x.value FROM metrics x "
+        "SELECT x.run_id, x.name, COALESCE(x.exact, x.value) FROM metrics x "
         "JOIN (SELECT DISTINCT m.run_id FROM experiment_runs m JOIN experiments e ON e.id = m.experiment_id "
         f"WHERE e.name IN {_in(names, 'n', params)}) s ON s.run_id = x.run_id "
         "WHERE x.split = :split",
@@ -371,7 +372,7 @@ def load(source, names: list[str], split: str = "test", with_config: bool = Fals
     grid point and full config only when asked (plots), as JSON decoding is the costly part.
     ``source``: a Store, a Snapshot or a ``--db`` value."""
     if split not in ("test", "valid"):
-        raise UsageError(f"--split must be test or valid, got {split!r}")
+        raise OptionError("split", f"must be test or valid, got {split!r}")
     with snapshot(source) as snap:
         records = _member_runs(snap, names, with_config)
         long = _metric_values(snap, names, split)
@@ -394,16 +395,32 @@ def load(source, names: list[str], split: str = "test", with_config: bool = Fals
         if value is not None:
             by_run.setdefault(rid, {}).setdefault(name, value)
     metrics = sorted({name for values in by_run.values() for name in values}) if done else []
-    pairs, vectors, seen = [], [], set()
+    pairs, vectors, seen, pair_runs = [], [], set(), []
     for rec in done:
         got = by_run.get(rec[0])
         if got is None or (rec[1], rec[7]) in seen:
             continue
         seen.add((rec[1], rec[7]))
         pairs.append((rec[1], rec[7]))
+        pair_runs.append(int(rec[0]))
         vectors.append([got.get(m, math.nan) for m in metrics])
     matrix = np.array(vectors, dtype=float).reshape(len(pairs), len(metrics))
-    return ExperimentFrame(names, records, rows, role, metrics, pairs, matrix)
+    return ExperimentFrame(names, records, rows, role, metrics, pairs, matrix, pair_runs)
+
+
+def per_user(source, run_ids: list[int], split: str = "test") -> dict[int, bytes]:
+    """The encoded per-user values (``ablate.peruser``) of these runs on ``split``; runs
+    that kept none (trained before ablate kept them, or a sampled evaluation) are left out."""
+    out: dict[int, bytes] = {}
+    if not run_ids:
+        return out
+    with snapshot(source) as snap:
+        for chunk in _chunks(run_ids):
+            params: dict = {"split": split}
+            for rid, data in snap.rows(f"SELECT run_id, data FROM per_user WHERE split = :split "
+                                       f"AND run_id IN {_in(chunk, 'r', params)}", params):
+                out[int(rid)] = bytes(data)
+    return out
 
 
 def _epochs(snap: Snapshot, run_ids: list[int], columns: str) -> list[tuple]:

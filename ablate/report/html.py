@@ -5,7 +5,7 @@ decide: the comparison table is the :class:`~ablate.report.table.Table` that
 ``--md`` prints (its marks are read, never recomputed), the figures are
 :mod:`ablate.report.plot`'s, inlined as SVG. Everything else on the page is read from the
 store in the same few queries: each row's runs and their config against the baseline
-(:func:`ablate.cli.show.config_diff`), status counts, failed runs with their errors, and
+(:func:`ablate.report.runinfo.config_diff`), status counts, failed runs with their errors, and
 the code versions and git commits the runs were trained by.
 
 Nothing is fetched when the page is opened (no script, style or font from the network,
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ablate.errors import UsageError
+from ablate.errors import OptionError, UsageError
 from ablate.report import table as table_mod
 from ablate.report.table import Table
 
@@ -60,13 +60,17 @@ def table_context(table: Table, anchors: dict[str, str]) -> dict:
                 cells.append({"status": c.status or "", "sort": ""})
             else:
                 cells.append({"text": table_mod._core(c, table.precision, "±"), "rank": c.rank, "sig": c.sig,
-                              "delta": table_mod._pct(c.delta) if c.delta is not None else "",
-                              "p": "" if c.p is None else f"p = {c.p:.3g}", "sort": repr(c.mean)})
+                              "tie": table_mod.TIE_MARK if c.tie else "",
+                              "delta": table_mod._delta_text(c).strip()[1:-1] if c.delta is not None else "",
+                              "p": "" if c.p is None else (f"p = {c.p:.3g}" + (
+                                  "" if c.p_adjusted is None else f", corrected {c.p_adjusted:.3g}")),
+                              "sort": repr(c.mean)})
         item = {"label": row.label, "kind": row.kind, "anchor": anchors.get(row.name), "cells": cells,
                 "note": "; ".join(row.flags)}
         (top if row.kind == "reference" else bottom if row.kind == "summary" else body).append(item)
     return {"headers": table.headers, "metrics": table.metrics, "reference": top, "rows": body, "summary": bottom,
-            "notes": notes, "reference_note": table.reference_note, "baseline": table.baseline}
+            "notes": notes, "reference_note": table.reference_note, "baseline": table.baseline,
+            "test_notes": list(table.test_notes)}
 
 
 def _fmt_value(value) -> str:
@@ -91,7 +95,7 @@ def sections(frame, runs: dict[int, object], history, baseline: str | None) -> t
     A row's config is diffed against the baseline row's run of the same seed (its first
     run when no seed matches), as ``ablate show`` does; a row's curves keep the colour
     the row has in the overview."""
-    from ablate.cli.show import config_diff
+    from ablate.report.runinfo import config_diff
     from ablate.report import plot as plot_mod
 
     recs = frame.runs.drop_duplicates(["row", "run_id"])
@@ -179,16 +183,18 @@ def provenance(runs: dict[int, object]) -> list[dict]:
 
 def build(db: str, targets: list[str] | None = None, *, overrides: dict | None = None, metrics: list[str] | None = None,
           split: str = "test", baseline: str | None = None, precision: int = 4, reference: Path | None = None,
-          negligible: float = 0.01, y: str | None = None) -> dict:
+          negligible: float = 0.01, y: str | None = None, test: str = "auto", correction: str = "holm",
+          alpha: float = 0.05, ties: bool = False, ci: bool = True) -> dict:
     """Everything the page shows, read from the store ``db`` (the template's context)."""
-    from ablate.cli.table import open_store, render_table
     from ablate.report import frame as frame_mod
+    from ablate.store import open_existing
 
-    table, _ = render_table(db, targets, overrides=overrides, fmt="rich", metrics=metrics, split=split,
-                            baseline=baseline, precision=precision, reference=reference, negligible=negligible)
+    table = table_mod.from_store(db, targets, overrides=overrides, metrics=metrics, split=split, baseline=baseline,
+                                 precision=precision, reference=reference, negligible=negligible, test=test,
+                                 correction=correction, alpha=alpha, ties=ties, ci=ci)
     names = frame_mod.resolve_targets(db, targets, overrides)
     frame = frame_mod.load(db, names, split, with_config=True)
-    store = open_store(db)
+    store = open_existing(db)
     ids = frame.run_ids()
     runs = {r.id: r for r in store.runs(ids, with_children=False)}
     history = frame_mod.epoch_losses(db, ids)
@@ -196,7 +202,7 @@ def build(db: str, targets: list[str] | None = None, *, overrides: dict | None =
     if y is None:
         y = next((m for m in ("recall@20", *table.metrics) if m in frame.metrics), None)
     elif y.lower() not in frame.metrics:
-        raise UsageError(f"--y {y!r} was not recorded (have: {', '.join(frame.metrics) or 'none'})")
+        raise OptionError("y", f"was not recorded (have: {', '.join(frame.metrics) or 'none'})", value=repr(y), sep=" ")
     secs, overview = sections(frame, runs, history, base)
     anchors = {s.name: s.anchor for s in secs}
     counts = Counter(run.status for run in runs.values())
@@ -234,6 +240,6 @@ def render(context: dict) -> str:
 def write(context: dict, out: Path) -> Path:
     out = Path(out)
     if out.parent and not out.parent.exists():
-        raise UsageError(f"-o {out}: folder {out.parent} does not exist")
+        raise OptionError("out", f"folder {out.parent} does not exist", value=out)
     out.write_text(render(context), encoding="utf-8")
     return out

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ablate.errors import UsageError  # noqa: E402
+from ablate.errors import OptionError, UsageError  # noqa: E402
 from ablate.report.frame import ExperimentFrame  # noqa: E402
 
 RUN_FIELDS = ("row", "variant", "model", "role", "seed")
@@ -87,7 +87,7 @@ def baseline_row(frame: ExperimentFrame, baseline: str | None = None) -> str | N
     be a row), else the first declared baseline (as :func:`ablate.report.table.build`)."""
     if baseline is not None:
         if baseline not in frame.rows:
-            raise UsageError(f"--baseline {baseline!r} is not a row of this experiment (rows: {', '.join(frame.rows[:10])})")
+            raise OptionError("baseline", f"is not a row of this experiment (rows: {', '.join(frame.rows[:10])})", value=repr(baseline), sep=" ")
         return baseline
     return next((r for r in frame.rows if frame.role.get(r) == "baseline"), None)
 
@@ -99,7 +99,7 @@ def sweep_points(frame: ExperimentFrame, x: str, y: str, hue: str | None = "vari
     y = y.lower()
     if y not in frame.values.columns:
         have = ", ".join(sorted(frame.values.columns)) or "none"
-        raise UsageError(f"--y {y!r} was not recorded (have: {have})")
+        raise OptionError("y", f"was not recorded (have: {have})", value=repr(y), sep=" ")
     done = frame.runs[frame.runs["status"] == "done"].drop_duplicates("run_id")
     records = []
     for _, run in done.iterrows():
@@ -114,7 +114,7 @@ def sweep_points(frame: ExperimentFrame, x: str, y: str, hue: str | None = "vari
             continue
         records.append({"hue": _hue_label(run, x, hue), "x": xv, "y": yv})
     if not records:
-        raise UsageError(f"--x {x!r}: no done run has it in its grid point or config")
+        raise OptionError("x", "no done run has it in its grid point or config", value=repr(x))
     df = pd.DataFrame(records).dropna(subset=["y"])
     out = df.groupby(["hue", "x"], sort=False)["y"].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"count": "n"})
@@ -272,7 +272,7 @@ def _save(fig, out: Path, tight: bool = True) -> Path:
     out = Path(out)
     if out.parent and not out.parent.exists():
         plt.close(fig)
-        raise UsageError(f"-o {out}: folder {out.parent} does not exist")
+        raise OptionError("out", f"folder {out.parent} does not exist", value=out)
     if tight:
         fig.tight_layout()
     fig.savefig(out, dpi=120, format="png")

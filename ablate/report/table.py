@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ablate.errors import UsageError
-from ablate.report import stats
+from ablate.errors import OptionError, UsageError
+from ablate.report.judge import TIE_MARK
 from ablate.report.frame import ExperimentFrame
 
 if TYPE_CHECKING:
@@ -54,8 +54,11 @@ class Cell:
     std: float | None = None
     n: int = 0
     rank: str = ""  # "best" | "second" | ""
-    sig: str = ""  # "*" | "**" | ""
-    p: float | None = None
+    sig: str = ""  # "*" | "**" | "": significant vs the baseline after the correction
+    p: float | None = None  # the test's p-value, before the correction
+    p_adjusted: float | None = None
+    tie: bool | None = None  # not significantly different from the column's best (None: not tested)
+    ci: tuple[float, float] | None = None  # bootstrap interval of the relative Δ vs the baseline
     delta: float | None = None  # relative change vs the baseline (0.013 = +1.3 %)
     status: str | None = None  # shown instead of numbers when the row has no finished run
 
@@ -85,6 +88,7 @@ class Table:
     reference_source: str | None = None  # where the reference rows' numbers come from
     short_headers: bool = False  # the notebook's column names: r10 n10 r20 ...
     footnotes: bool = False  # notes as marks on the names with footnotes (md, LaTeX; always on a terminal)
+    test_notes: list[str] = field(default_factory=list)  # which test, correction, alpha, n: under the table
 
     @property
     def headers(self) -> list[str]:
@@ -159,44 +163,41 @@ def _rank(rows: list[Row], metric: str, shown: list[float | None]) -> None:
 def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline: str | None = None,
           precision: int = 4, sort: str | None = None, delta: bool = False, reference: pd.DataFrame | None = None,
           losses: dict[int, list[dict[str, float]]] | None = None, negligible: float = NEGLIGIBLE,
-          older: dict[int, tuple[str, str]] | None = None) -> Table:
+          older: dict[int, tuple[str, str]] | None = None, per_user: dict | None = None, test: str = "auto",
+          correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False,
+          n_resamples: int = 10_000) -> Table:
     """Decide every mark of the table. ``losses`` (run id -> epoch loss dicts) enables the
     negligible-term flag; ``reference`` (index name, metric columns) adds published rows;
     ``older`` (run id -> (trained by, current), :func:`ablate.report.frame.older_implementations`)
-    flags rows whose numbers older code computed."""
+    flags rows whose numbers older code computed. ``per_user`` (run id -> encoded per-user
+    values) feeds the per-user tests of :mod:`ablate.report.judge` (``test``,
+    ``correction``, ``alpha``; ``ties`` with the best row; ``ci`` of Δ)."""
+    from ablate.report import judge as judge_mod
     metrics = [m.lower() for m in (metrics or DEFAULT_METRICS)]
     if precision < 0 or precision > 10:
-        raise UsageError(f"--precision must be between 0 and 10, got {precision}")
+        raise OptionError("precision", f"must be between 0 and 10, got {precision}")
     have = set(frame.metrics)
     if have:
         missing = [m for m in metrics if m not in have]
         if len(missing) == len(metrics):
             raise UsageError(f"none of the metrics {', '.join(missing)} was recorded (have: {', '.join(sorted(have))})")
     if baseline is not None and baseline not in frame.rows:
-        raise UsageError(f"--baseline {baseline!r} is not a row of this table (rows: {', '.join(frame.rows[:10])})")
+        raise OptionError("baseline", f"is not a row of this table (rows: {', '.join(frame.rows[:10])})", value=repr(baseline), sep=" ")
     if baseline is None:
         baseline = next((r for r in frame.rows if frame.role.get(r) == "baseline"), None)
+    judge_mod.check_options(test, correction, alpha)
     if sort is not None and sort.lower() not in metrics:
-        raise UsageError(f"--sort {sort!r} is not one of the shown metrics ({', '.join(metrics)})")
+        raise OptionError("sort", f"is not one of the shown metrics ({', '.join(metrics)})", value=repr(sort), sep=" ")
 
     # Column by column over all rows at once (numpy), then one pass that makes the cells:
     # per-cell pandas lookups and per-row t-tests cost seconds on 10,000 runs.
     n_rows = len(frame.rows)
     ns = frame.counts.tolist()
-    base_at = frame.rows.index(baseline) if baseline in frame.rows else None
-    test = base_at is not None and ns[base_at] >= 2
-    means, stds, pvals, sigs, shown = {}, {}, {}, {}, {}
+    means, stds, shown = {}, {}, {}
     for m in metrics:
         means[m] = _floats(frame.column(m, "means"))
         stds[m] = _floats(frame.column(m, "stds"))
         shown[m] = [None if v is None else float(_fmt(v, precision)) for v in means[m]]  # compared as printed
-        p = np.full(n_rows, np.nan)
-        if test and m in have:
-            wide = frame.seed_matrix(m)
-            p = stats.paired_pvalues(wide, wide[base_at])
-            p[base_at] = np.nan
-            p[frame.counts < 2] = np.nan
-        pvals[m], sigs[m] = _floats(p), stats.marks(p)
     rows: list[Row] = []
     for i, name in enumerate(frame.rows):
         n = ns[i]
@@ -209,8 +210,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         else:
             for m in metrics:
                 mean = means[m][i]
-                row.cells[m] = Cell(mean=mean, std=stds[m][i], n=n, p=pvals[m][i], sig=sigs[m][i],
-                                    status="n/a" if mean is None else None)
+                row.cells[m] = Cell(mean=mean, std=stds[m][i], n=n, status="n/a" if mean is None else None)
             pending = {s: c for s, c in counts.items() if s != "done"}
             if pending:
                 row.flags.append(", ".join(f"{c} {s}" for s, c in sorted(pending.items())))
@@ -232,6 +232,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
                 row.flags.append(f"negligible {term} (<{negligible * 100:g}% of main loss, max {ratio:.2%})")
 
     base_row = next((r for r in rows if r.name == baseline and r.n), None)
+    delta = delta or ci  # an interval is of the row's Δ, shown beside it
     if base_row is not None:
         for row in rows:
             if row is base_row or not row.n:
@@ -242,6 +243,17 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
                     c.delta = c.mean / b.mean - 1
     for m in metrics:
         _rank(rows, m, shown[m])
+    best = {m: _best_row(rows, m) for m in metrics}
+    verdict = judge_mod.judge(frame, metrics, baseline if base_row is not None else None, best,
+                              per_user=per_user or {}, test=test, correction=correction, alpha=alpha, ties=ties,
+                              ci=ci, n_resamples=n_resamples)
+    for row in rows:
+        for m in metrics:
+            c, key = row.cells.get(m), (row.name, m)
+            if c is None:
+                continue
+            c.p, c.p_adjusted = verdict.p.get(key), verdict.p_adjusted.get(key)
+            c.sig, c.tie, c.ci = verdict.sig.get(key, ""), verdict.tie.get(key), verdict.ci.get(key)
     if sort is not None:
         key = sort.lower()
         lower = key.split("@")[0] in LOWER_IS_BETTER
@@ -255,7 +267,18 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     if reference is not None and not reference.empty:
         rows = _reference_rows(reference, metrics) + rows
         source = reference.attrs.get("source")
-    return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline, reference_source=source)
+    return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline, reference_source=source,
+                 test_notes=verdict.notes)
+
+
+def _best_row(rows: list[Row], metric: str) -> str | None:
+    """The column's best row (bold), by its unrounded mean when several print the same."""
+    lower = metric.split("@")[0].lower() in LOWER_IS_BETTER
+    tops = [r for r in rows if r.cells.get(metric) is not None and r.cells[metric].rank == "best"]
+    if not tops:
+        return None
+    pick = min if lower else max
+    return pick(tops, key=lambda r: r.cells[metric].mean).name
 
 
 def _flag_identical(rows: list[Row], metrics: list[str], shown: dict[str, list[float | None]]) -> None:
@@ -322,35 +345,35 @@ def _reference_file(data: dict, where: str) -> tuple[list[dict], dict]:
     silently missing numbers."""
     unknown = [k for k in data if k not in REFERENCE_KEYS]
     if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(REFERENCE_KEYS)})")
+        raise OptionError("reference", f"unknown key {unknown[0]!r} (allowed: {', '.join(REFERENCE_KEYS)})", value=where)
     source = data.get("source")
     if not isinstance(source, str) or not source.strip() or "\n" in source.strip():
-        raise UsageError(f"{where}: source: give the paper and table the numbers come from, on one line")
+        raise OptionError("reference", "source: give the paper and table the numbers come from, on one line", value=where)
     split = data.get("split", "test")
     if split not in ("test", "valid"):
-        raise UsageError(f"{where}: split: must be test or valid, got {split!r}")
+        raise OptionError("reference", f"split: must be test or valid, got {split!r}", value=where)
     dataset = data.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
-        raise UsageError(f"{where}: dataset: must be a name such as ml-1m, got {dataset!r}")
+        raise OptionError("reference", f"dataset: must be a name such as ml-1m, got {dataset!r}", value=where)
     rows = data.get("rows")
     if not isinstance(rows, dict) or not rows:
-        raise UsageError(f"{where}: rows: must map each row name to its metrics, e.g. LightGCN: {{recall@10: 0.1876}}")
+        raise OptionError("reference", f"rows: must map each row name to its metrics, e.g. LightGCN: {{recall@10: 0.1876}}", value=where)
     records = []
     for name, values in rows.items():
         if not isinstance(values, dict) or not values:
-            raise UsageError(f"{where}: rows.{name}: must map metrics to numbers, e.g. {{recall@10: 0.1876}}")
+            raise OptionError("reference", f"rows.{name}: must map metrics to numbers, e.g. {{recall@10: 0.1876}}", value=where)
         rec: dict = {"name": str(name)}
         for metric, value in values.items():
             key = str(metric).lower()
             kind, at, k = key.partition("@")
             if not kind.isalpha() or (at and not k.isdigit()):
-                raise UsageError(f"{where}: rows.{name}.{metric}: not a metric name (as recall@10, ndcg@20, mrr@10)")
+                raise OptionError("reference", f"rows.{name}.{metric}: not a metric name (as recall@10, ndcg@20, mrr@10)", value=where)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"{where}: rows.{name}.{metric}: must be a number, got {value!r}")
+                raise OptionError("reference", f"rows.{name}.{metric}: must be a number, got {value!r}", value=where)
             if kind in FRACTIONS and not 0 <= value <= 1:
-                raise UsageError(f"{where}: rows.{name}.{metric}: {value} is not between 0 and 1 (a percentage?)")
+                raise OptionError("reference", f"rows.{name}.{metric}: {value} is not between 0 and 1 (a percentage?)", value=where)
             if key in rec:
-                raise UsageError(f"{where}: rows.{name}: {metric} given twice")
+                raise OptionError("reference", f"rows.{name}: {metric} given twice", value=where)
             rec[key] = float(value)
         records.append(rec)
     label = source.strip() + (f" ({dataset}, {split} split)" if dataset else f" ({split} split)")
@@ -370,9 +393,9 @@ def load_reference(path: Path, split: str | None = None) -> pd.DataFrame:
     import pandas as pd
 
     p = Path(path)
-    where = f"--reference {path}"
+    where = str(path)
     if not p.is_file():
-        raise UsageError(f"{where}: no such file")
+        raise OptionError("reference", "no such file", value=where)
     attrs = {"source": p.name, "split": None}
     try:
         if p.suffix.lower() == ".csv":
@@ -389,27 +412,57 @@ def load_reference(path: Path, split: str | None = None) -> pd.DataFrame:
                 if isinstance(data, dict):
                     data = [{"name": k, **(v or {})} for k, v in data.items()]
                 if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-                    raise UsageError(f"{where}: expected source, split and rows (see ablate table --help), a mapping name -> metrics or a list of rows")
+                    raise OptionError("reference", "expected source, split and rows (see ablate table --help), a mapping name -> metrics or a list of rows", value=where)
                 records = []
                 for d in data:
                     name = d.get("name", d.get("model"))
                     if name is None:
-                        raise UsageError(f"{where}: a row has no name")
+                        raise OptionError("reference", "a row has no name", value=where)
                     records.append({"name": str(name), **{k: v for k, v in d.items() if k not in ("name", "model")}})
             df = pd.DataFrame(records).set_index("name")
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - pandas/yaml errors become one line
-        raise UsageError(f"{where}: {str(err).splitlines()[0]}") from None
+        raise OptionError("reference", str(err).splitlines()[0], value=where) from None
     if split is not None and attrs["split"] is not None and attrs["split"] != split:
-        raise UsageError(f"{where}: its numbers are on the {attrs['split']} split; the table shows {split} (--split)")
+        raise OptionError("reference", f"its numbers are on the {attrs['split']} split; the table shows the {split} split", value=where)
     df.columns = [str(c).lower() for c in df.columns]
     try:
         df = df.apply(pd.to_numeric)
     except (ValueError, TypeError) as err:
-        raise UsageError(f"{where}: non-numeric value ({err})") from None
+        raise OptionError("reference", f"non-numeric value ({err})", value=where) from None
     df.attrs.update(attrs)
     return df
+
+
+def from_store(db: str, targets: list[str] | None = None, *, overrides: dict | None = None,
+               metrics: list[str] | None = None, split: str = "test", baseline: str | None = None, precision: int = 4,
+               sort: str | None = None, delta: bool = False, reference: Path | None = None,
+               negligible: float = NEGLIGIBLE, test: str = "auto", correction: str = "holm", alpha: float = 0.05,
+               ties: bool = False, ci: bool = False, n_resamples: int = 10_000) -> Table:
+    """The table of stored experiments (spec files or names; default the latest), every
+    mark decided (:func:`build`).
+
+    All reads happen in one read-only snapshot of the store (on SQLite: without
+    SQLAlchemy, see :mod:`ablate.report.frame`)."""
+    from ablate.errors import StoreError
+    from ablate.report import frame as frame_mod
+    from ablate.storefile import store_exists
+
+    if not store_exists(db):
+        raise StoreError(f"no results store at {db} (run `ablate run SPEC --db {db}` first)")
+    with frame_mod.snapshot(db) as snap:
+        names = frame_mod.resolve_targets(snap, targets, overrides)
+        data = frame_mod.load(snap, names, split)
+        if not data.rows:
+            raise UsageError(f"experiment {', '.join(names)} has no runs")
+        losses = frame_mod.loss_history(snap, data.done_variant_ids())
+        older = frame_mod.older_implementations(snap, data.run_ids())
+        per_user = frame_mod.per_user(snap, data.pair_runs, split) if test != "seeds" else {}
+    ref = load_reference(reference, split) if reference is not None else None
+    return build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta, reference=ref,
+                 losses=losses, negligible=negligible, older=older, per_user=per_user, test=test,
+                 correction=correction, alpha=alpha, ties=ties, ci=ci, n_resamples=n_resamples)
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -423,6 +476,21 @@ def _core(cell: Cell, precision: int, pm: str) -> str:
 
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
+
+
+def _delta_text(c: Cell) -> str:
+    """`` (+1.2%)``, or with an interval `` (+1.2% [+0.4, +2.0])`` (percent)."""
+    if c.delta is None:
+        return ""
+    if c.ci is None:
+        return f" ({_pct(c.delta)})"
+    return f" ({_pct(c.delta)} [{c.ci[0] * 100:+.1f}, {c.ci[1] * 100:+.1f}])"
+
+
+def below(table: Table) -> list[str]:
+    """What a rendered table prints under itself, after its own footnotes: the published
+    rows' source, then the test, correction, alpha and n of its marks."""
+    return ([table.reference_note] if table.reference_note else []) + list(table.test_notes)
 
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*|`"})
@@ -456,8 +524,9 @@ def to_markdown(table: Table) -> str:
                 text = f"**{text}**" if c.rank == "best" else f"<u>{text}</u>" if c.rank == "second" else text
             if c.sig:
                 text += c.sig.replace("*", "\\*")
-            if c.delta is not None:
-                text += f" ({_pct(c.delta)})"
+            if c.tie:
+                text += TIE_MARK
+            text += _delta_text(c)
             cells.append(text)
         label = md_escape(row.label)
         label = f"*{label}*" if row.kind == "reference" else label
@@ -466,7 +535,7 @@ def to_markdown(table: Table) -> str:
         if notes:
             cells.append(md_escape("; ".join(row.flags)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    after = [md_escape(f) for f in footnotes] + ([md_escape(table.reference_note)] if table.reference_note else [])
+    after = [md_escape(f) for f in footnotes + below(table)]
     if after:  # one paragraph, a line each (a trailing backslash is a Markdown line break)
         lines += ["", *(f"{line}\\" for line in after[:-1]), after[-1]]
     return "\n".join(lines) + "\n"
@@ -474,7 +543,8 @@ def to_markdown(table: Table) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "≡": r"$\equiv$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "†": r"$^{\dagger}$"}
+                  "≡": r"$\equiv$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "†": r"$^{\dagger}$",
+                  "≈": r"$\approx$", "α": r"$\alpha$", "≤": r"$\leq$", "–": "--", "±": r"$\pm$"}
 
 
 def latex_escape(text: str) -> str:
@@ -505,10 +575,9 @@ def to_latex(table: Table) -> str:
                 continue
             text = _core(c, table.precision, r"$\pm$")
             text = rf"\textbf{{{text}}}" if c.rank == "best" else rf"\underline{{{text}}}" if c.rank == "second" else text
-            if c.sig:
-                text += f"$^{{{c.sig}}}$"
-            if c.delta is not None:
-                text += f" ({latex_escape(_pct(c.delta))})"
+            if c.sig or c.tie:
+                text += "$^{" + c.sig + (r"\approx" if c.tie else "") + "}$"
+            text += latex_escape(_delta_text(c))
             cells.append(text)
         label = latex_escape(row.label) + (f"$^{{{marks[i].translate(_PLAIN_DIGITS)}}}$" if i in marks else "")
         if row.kind == "reference":
@@ -517,7 +586,7 @@ def to_latex(table: Table) -> str:
         assert len(parts) == ncols
         out.append(" & ".join(parts) + r" \\")
     out.append(r"\bottomrule")
-    for line in footnotes + ([table.reference_note] if table.reference_note else []):  # under the rule, across
+    for line in footnotes + below(table):  # under the rule, across
         mark, _, text = line.partition(" ")
         mark = f"$^{{{mark.translate(_PLAIN_DIGITS)}}}$" if mark[0] in _SUPERSCRIPT_DIGITS else latex_escape(mark)
         out.append(rf"\multicolumn{{{ncols}}}{{l}}{{\footnotesize {mark} {latex_escape(text)}}} \\")
@@ -525,12 +594,16 @@ def to_latex(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_frame(table: Table) -> pd.DataFrame:
-    """The table as data (full precision, no marks): one line per row, summary left out."""
+def to_frame(table: Table, marks: bool = False) -> pd.DataFrame:
+    """The table as data (full precision): one line per row, summary left out. With
+    ``marks``, each metric's decisions too: ``_rank`` (best, second or empty, as the
+    rendered table bolds and underlines) and ``_sig`` (the significance mark)."""
     import pandas as pd
 
     records = []
     with_delta = {m for m in table.metrics for r in table.rows if r.kind != "summary" and r.cells[m].delta is not None}
+    with_ci = {m for m in table.metrics for r in table.rows if r.kind != "summary" and r.cells[m].ci is not None}
+    with_tie = {m for m in table.metrics for r in table.rows if r.kind != "summary" and r.cells[m].tie is not None}
     for row in table.rows:
         if row.kind == "summary":
             continue
@@ -540,8 +613,16 @@ def to_frame(table: Table) -> pd.DataFrame:
             rec[m] = c.mean
             rec[f"{m}_std"] = c.std
             rec[f"{m}_p"] = c.p
+            rec[f"{m}_p_adj"] = c.p_adjusted
             if m in with_delta:
                 rec[f"{m}_delta"] = c.delta
+            if m in with_ci:
+                rec[f"{m}_ci_low"], rec[f"{m}_ci_high"] = c.ci if c.ci is not None else (None, None)
+            if m in with_tie:
+                rec[f"{m}_tie"] = c.tie
+            if marks:
+                rec[f"{m}_rank"] = c.rank
+                rec[f"{m}_sig"] = c.sig
         rec["note"] = "; ".join(row.flags)
         records.append(rec)
     return pd.DataFrame(records)
@@ -623,8 +704,10 @@ def to_rich(table: Table, metrics: list[str] | None = None, *, short: bool = Fal
             t = Text(core, style=style)
             if c.sig:
                 t.append(c.sig, style="green")
+            if c.tie:
+                t.append(TIE_MARK, style="green")
             if decorate and c.delta is not None:
-                t.append(f" ({_pct(c.delta)})", style="cyan")
+                t.append(_delta_text(c), style="cyan")
             cells.append(t)
         label = Text(row.label, style="italic" if row.kind == "reference" else "bold" if row.kind == "baseline" else "")
         if marks and i in marks:
@@ -654,8 +737,7 @@ def rich_layout(table: Table, console, width: int | None) -> tuple[list, list[st
     Notes are marks on the row names with footnotes under the table (a note column
     would wrap into many lines)."""
     marks, notes = note_marks(table)
-    if table.reference_note:
-        notes.append(table.reference_note)
+    notes += below(table)
     metrics = table.metrics
     decorated = _has_decoration(table)
     candidates: list[tuple[list[list[str]], bool, bool]] = [([metrics], False, True), ([metrics], True, True)]

@@ -40,18 +40,18 @@ def main() -> None:
         tasks = json.load(f)
     cache = "--no-cache" not in sys.argv
     threads = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--threads=")), None)
-    worker._prepare_process(threads)
+    worker.prepare_process(threads)
     out = {"before": global_state(), "runs": [], "after": []}
     if "--fused" in sys.argv:
-        from ablate import fused
+        from ablate import fused as group, member_hooks as hooks
 
         if "--shared-graph" in sys.argv:  # the GPU path (one graph, one backward), on the CPU
-            fused.SHARED_GRAPH_DEVICES.add("cpu")
+            hooks.SHARED_GRAPH_DEVICES.add("cpu")
         events: list[dict] = []
-        fused.execute_group(tasks, events.append, cache=cache)
+        group.execute_group(tasks, events.append, cache=cache)
         out["runs"] = [[e for e in events if e.get("run_id") == t["run_id"]] for t in tasks]
         out["after"].append(global_state())
-        out["fused"] = dict(fused.STATS)
+        out["fused"] = dict(hooks.STATS)
         tasks = []
     for task in tasks:
         events: list[dict] = []

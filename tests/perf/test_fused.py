@@ -219,8 +219,7 @@ def test_bad_fuse_values_are_one_line_errors(tmp_path):
 
 def test_groups_follow_the_data_and_the_model():
     """Planning alone: what may share a group."""
-    from ablate.fused import fuse_key, groups
-    from ablate.worker import DATA_KEYS
+    from ablate.sharing import DATA_KEYS, fuse_key, groups
 
     base = {"dataset": "ml-100k", "train_batch_size": 4096, "seed": 1, "eval_args": {"order": "RO"}}
     runs = [
@@ -241,7 +240,7 @@ def test_the_backward_product_is_autogrades_own():
     computed as ``adj.t().mm(grad)``, which must be autograd's gradient bit for bit."""
     import torch
 
-    from ablate.fused import _transposed_mm
+    from ablate.member_hooks import _transposed_mm
 
     g = torch.Generator().manual_seed(0)
     n, nnz = 500, 6000
@@ -257,9 +256,9 @@ def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatc
     """`--fuse auto` on GPUs: as many members as 80% of the smallest GPU holds by the
     largest peak stored for these models and data (a GPU of 1000 MiB, peaks of 300 MiB:
     2); nothing stored or no GPU size: the size asked."""
-    from ablate.cli.run import _auto_fuse
-    from ablate.executors import packing
-    from ablate.executors.local import Slot
+    from ablate import devices
+    from ablate.api.sweeps import auto_fuse_size
+    from ablate.devices import Slot
     from ablate.store import Run, Store
 
     store = Store(str(tmp_path / "p.db"))
@@ -268,8 +267,8 @@ def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatc
             s.add(Run(key=f"{i:016x}", name="x", model="LightGCN", dataset="ml-1m", seed=i, config={}, status="done",
                       peak_mem_mb=peak))
     slots = [Slot(gpu="0"), Slot(gpu="0")]
-    monkeypatch.setattr(packing, "gpu_memory_mb", lambda: {"0": 1000.0})  # a GPU this machine does not have
-    assert _auto_fuse(store, [1, 2, 3], slots, 8) == 2
-    monkeypatch.setattr(packing, "gpu_memory_mb", lambda: {})
-    assert _auto_fuse(store, [1, 2, 3], slots, 8) == 8
+    monkeypatch.setattr(devices, "gpu_memory_mb", lambda: {"0": 1000.0})  # a GPU this machine does not have
+    assert auto_fuse_size(store, [1, 2, 3], slots, 8) == 2
+    monkeypatch.setattr(devices, "gpu_memory_mb", lambda: {})
+    assert auto_fuse_size(store, [1, 2, 3], slots, 8) == 8
     store.engine.dispose()

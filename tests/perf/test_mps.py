@@ -2,9 +2,10 @@
 
 The daemon is NVIDIA's and cannot exist on a CPU machine, so a stand-in
 ``nvidia-cuda-mps-control`` on PATH records how it is called (``-d`` to start, ``quit``
-on stdin to stop) and makes the control pipe the real one makes. The sweep itself is
-real: two ml-100k runs on simulated GPU slots, whose workers must see the daemon's
-folders (they mark their device ``+mps``).
+on stdin to stop) and makes the control pipe the real one makes, and a stand-in
+``nvidia-smi`` lists a GPU. The sweep itself is real: two ml-100k runs on that GPU's
+slots, whose workers must see the daemon's folders (they mark their device ``+mps``)
+and then end ``failed``, as this CPU build of torch cannot use the GPU.
 """
 
 from __future__ import annotations
@@ -41,18 +42,17 @@ def _fake_daemon(tmp_path: Path) -> dict:
     exe = bindir / "nvidia-cuda-mps-control"
     exe.write_text(FAKE_CONTROL)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_MPS_LOG": str(tmp_path / "mps.log"),
-            "ABLATE_SIMULATE_GPUS": "1"}
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_MPS_LOG": str(tmp_path / "mps.log")}
 
 
-def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
+def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec, fake_gpus):
     env = _fake_daemon(tmp_path)
     spec = tiny_spec
     spec.write_text(spec.read_text() + SECOND_RUN)
     db = tmp_path / "r.db"
     result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"],
                                 env={**env, "CUDA_VISIBLE_DEVICES": "0"})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # both runs failed: no usable GPU here
     log = (tmp_path / "mps.log").read_text().splitlines()
     assert len(log) == 3, log
     verb, pipe, logdir = log[0].split()
@@ -65,10 +65,11 @@ def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec):
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # the coordinator's environment is restored
     with closing(sqlite3.connect(db)) as c:
         got = c.execute("select status, device from runs").fetchall()
-    assert got == [("done", "cuda:0+mps"), ("done", "cuda:0+mps")]  # the workers were its clients
+    assert got == [("failed", "cuda:0+mps"), ("failed", "cuda:0+mps")]  # the workers were its clients
 
 
-def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec):
+def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec, fake_gpus):
+    gpu_only = fake_gpus["PATH"].split(os.pathsep)[0]  # nvidia-smi, but no MPS control
     env = _fake_daemon(tmp_path)
     spec = tiny_spec
     db = tmp_path / "r.db"
@@ -80,7 +81,7 @@ def test_mps_failures_are_one_line_errors_and_run_nothing(tmp_path, tiny_spec):
     on_cpu = runner.invoke(app, ["run", str(spec), "--db", str(db), "--cpu", "--mps"], env=env)
     assert on_cpu.exit_code == 2 and on_cpu.output.strip() == "ablate: error: --mps needs GPUs, and these runs go to the CPU"
     missing = runner.invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--mps"],
-                            env={**env, "PATH": "/nonexistent"})
+                            env={**env, "PATH": gpu_only})
     assert missing.exit_code == 2 and "nvidia-cuda-mps-control" in missing.output and "not found" in missing.output
     if db.exists():
         with closing(sqlite3.connect(db)) as c:

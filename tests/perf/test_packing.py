@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ablate.executors import packing
-from ablate.executors.local import LocalExecutor, Slot
+from ablate import devices
+from ablate.devices import Slot
+from ablate.executors.local import LocalExecutor
 from ablate.executors.packing import CONTEXT_MB, AutoPack, slots_for
 
 H100_MB = 81559.0
@@ -95,18 +97,18 @@ def test_stored_peak_is_taken_from_runs_of_the_same_model_and_dataset(tmp_path):
     for r in store.runs(ids, with_children=False):
         by_model.setdefault(r.model, []).append(r.id)
     lg, bpr = by_model["LightGCN"], by_model["BPR"]
-    assert packing.stored_peak_mb(store, lg) is None
+    assert store.peak_mem_mb(lg) is None
     store.finish(lg[0], Status.DONE, peak_mem_mb=900.0)
     store.finish(lg[1], Status.DONE, peak_mem_mb=1200.0)
     store.finish(bpr[0], Status.DONE, peak_mem_mb=5000.0)
-    assert packing.stored_peak_mb(store, [lg[2]]) == 1200.0
-    assert packing.stored_peak_mb(store, [bpr[1]]) == 5000.0
+    assert store.peak_mem_mb([lg[2]]) == 1200.0
+    assert store.peak_mem_mb([bpr[1]]) == 5000.0
 
 
 def test_gpu_memory_is_read_without_cuda_in_this_process():
     import torch
 
-    sizes = packing.gpu_memory_mb()
+    sizes = devices.gpu_memory_mb()
     assert isinstance(sizes, dict)
     assert all(v > 0 for v in sizes.values())
     if not torch.cuda.is_available():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ablate.executors.local import LocalExecutor
-from ablate.scheduler import make_slots
+from ablate.devices import make_slots
 
 
 def test_make_slots_splits_cores():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablate import worker
+from ablate import serve, worker
 from ablate.executors.local import LocalExecutor
 from ablate.executors.packing import AutoPack
 
@@ -79,7 +79,7 @@ class _Pipe:
 
 def test_the_worker_loop_ends_after_a_lost_context_without_asking_for_more(tmp_path, faulted_gpu):
     pipe = _Pipe([_task(tmp_path), _task(tmp_path)])
-    worker._serve_tasks(pipe, cache=True)
+    serve._serve_tasks(pipe, cache=True)
     assert len(pipe.tasks) == 1  # the second task was never taken
     assert [e["type"] for e in pipe.sent] == ["started", "finished"]
 

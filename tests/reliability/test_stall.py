@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from ablate import worker
+from ablate import serve
 from ablate.catalog import recbole_dir
 
 from reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, wait_for
@@ -128,7 +128,7 @@ def test_a_slurm_job_writes_no_progress_events(tmp_path):
               "embedding_size": 8, "train_batch_size": 8192, "eval_batch_size": 409600, "topk": [10],
               "metrics": ["NDCG"], "valid_metric": "NDCG@10"}
     path = tmp_path / "events.jsonl"
-    done = worker.run_task_standalone({"run_id": 1, "run_dir": str(tmp_path / "run"), "model": "BPR", "config": config},
+    done = serve.run_task_standalone({"run_id": 1, "run_dir": str(tmp_path / "run"), "model": "BPR", "config": config},
                                       str(path))
     assert done["status"] == "done", done.get("error")
     kinds = [json.loads(line)["type"] for line in path.read_text().splitlines()]
