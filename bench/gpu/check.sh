@@ -129,10 +129,10 @@ echo "setup 0 $(( $(date +%s) - START ))" >> "$WORK/steps"
 
 if [ "$DEVICE" = cuda ]; then
   SRC=(--device cuda --dataset ml-1m --data-path "$DATA")
-  A_EPOCHS=2; B=(--epochs 3); SIM=()
-else  # ml-100k from the recbole wheel; batches of 16384 keep the CPU epochs short
+  A_EPOCHS=2; B=(--epochs 3); SIDE=(--gpus 0 --per-gpu 3)
+else  # ml-100k from the recbole wheel; batches of 16384 keep the CPU epochs short; 3 CPU jobs side by side
   SRC=(--device cpu --dataset ml-100k)
-  A_EPOCHS=1; B=(--epochs 1 --batch-size 16384); SIM=(env ABLATE_SIMULATE_GPUS=1)
+  A_EPOCHS=1; B=(--epochs 1 --batch-size 16384); SIDE=(--cpu --jobs 3)
 fi
 
 # ---------------------------------------------------------------------------- the phases
@@ -171,8 +171,8 @@ PY
     echo "== c: skipped, $(left) s left" | tee -a "$f"
     return 0
   fi
-  step c_train "$budget" "$f" ${SIM[@]+"${SIM[@]}"} env ABLATE_DATA="${DATA:-}" "$PY" -m ablate run "$spec" --db "$db" \
-    --workdir "$WORK/c_runs" --gpus 0 --per-gpu 3 --timeout "$run_timeout"
+  step c_train "$budget" "$f" env ABLATE_DATA="${DATA:-}" "$PY" -m ablate run "$spec" --db "$db" \
+    --workdir "$WORK/c_runs" "${SIDE[@]}" --timeout "$run_timeout"
   [ -f "$db" ] || return 0
   { echo; echo "== ablate table ncl_paper --reference experiments/references/ncl_paper.yaml --md"
     timeout 60 "$PY" -m ablate table ncl_paper --db "$db" --reference experiments/references/ncl_paper.yaml --md 2>&1

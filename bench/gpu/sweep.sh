@@ -5,7 +5,7 @@
 # Fits in 8 minutes on an H100 with the defaults.
 #
 #   PYTHONPATH=. bash bench/gpu/sweep.sh              # on the GPU machine (recbole installed)
-#   bash bench/gpu/sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, simulated GPU
+#   bash bench/gpu/sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, --per-gpu N as --jobs N
 #
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
 #      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
@@ -46,8 +46,7 @@ echo "cores: $(nproc)"
 
 if [ $SMOKE = 1 ]; then
   DATASET=ml-100k; EPOCHS=${EPOCHS:-1}; DATA=""
-  export ABLATE_SIMULATE_GPUS=1   # --gpus 0 is a label; runs go to the CPU through the same slot code
-  DEV=(--gpus 0)
+  DEV=(--cpu)   # no GPU here: each phase's --per-gpu N becomes --jobs N (see phase)
 else
   DATASET=ml-1m; EPOCHS=${EPOCHS:-8}
   DATA=$(cd "${ABLATE_DATA:-../shared/data}" 2>/dev/null && pwd) || { echo "FATAL: no data folder ${ABLATE_DATA:-../shared/data}"; exit 2; }
@@ -93,6 +92,9 @@ phase() {  # $1: label, rest: ablate run options
   case " ${PHASES:-seq packed packed_mps auto} " in *" $label "*) ;; *) return 0 ;; esac
   local elapsed=$(( $(date +%s) - START ))
   if [ $elapsed -gt $BUDGET_S ]; then echo "== $label: SKIPPED (budget: ${elapsed}s used)"; return 1; fi
+  if [ $SMOKE = 1 ]; then  # shellcheck disable=SC2046
+    set -- $(echo "$*" | sed -e 's/--per-gpu auto//' -e 's/--per-gpu/--jobs/')
+  fi
   echo "== $label: ablate run ${DEV[*]} $* (t=${elapsed}s)"
   local db="$WORK/$label.db"
   sample_start "$OUT/util_$label.csv"

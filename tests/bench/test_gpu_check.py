@@ -6,6 +6,7 @@ bench/gpu/check.sh`` (minutes, not part of the suite)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -147,27 +148,29 @@ def _script_calls() -> list[tuple[list[str], list[str]]]:
     the options of the arrays a call passes (``"${SRC[@]}"``) count as its own."""
     text = CHECK.read_text().replace("\\\n", " ")
     arrays: dict[str, set[str]] = {}
-    for m in re.finditer(r"^\s*(?:[A-Z_]+=\S+; )*([A-Z]+)=\(([^)]*)\)", text, re.M):
+    for m in re.finditer(r"\b([A-Z]+)=\(([^)]*)\)", text):
         arrays.setdefault(m.group(1), set()).update(re.findall(r"(--[a-z][\w-]*)", m.group(2)))
     calls = []
-    for m in re.finditer(r'"\$PY" (bench/[\w/]+\.py)((?: [a-z]+)?)([^\n;|]*)', text):
+    for m in re.finditer(r'"\$PY" ((?:-m ablate)|(?:bench/[\w/]+\.py))((?: [a-z]+)?)([^\n;|]*)', text):
         options = set(re.findall(r"(--[a-z][\w-]*)", m.group(3)))
         for name in re.findall(r'"\$\{([A-Z]+)\[@\]\}"', m.group(3)):
             options |= arrays[name]
-        calls.append(([m.group(1), *m.group(2).split()], sorted(options)))
+        calls.append(([*m.group(1).split(), *m.group(2).split()], sorted(options)))
     return calls
 
 
 def test_the_device_script_parses_and_calls_only_options_its_scripts_have():
     subprocess.run(["bash", "-n", str(CHECK)], check=True)
     calls = _script_calls()
-    assert {"bench/fused.py", "bench/ot_overhead.py", "bench/gpu/results.py"} <= {c[0] for c, _ in calls}
+    assert {"bench/fused.py", "bench/ot_overhead.py", "bench/gpu/results.py", "-m"} <= {c[0] for c, _ in calls}
     assert any("--device" in o and "--json" in o for c, o in calls if c[0] == "bench/fused.py")
+    assert any({"--gpus", "--per-gpu", "--cpu", "--jobs", "--timeout"} <= set(o) for c, o in calls if c[:3] == ["-m", "ablate", "run"])
     for command, options in calls:
         if not options:  # graph_check.py takes none (and --help would run it)
             continue
-        shown = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:], "--help"], capture_output=True,
-                               text=True, cwd=ROOT, check=True).stdout
+        script = [str(ROOT / command[0])] if command[0] != "-m" else []
+        shown = subprocess.run([sys.executable, *script, *command[(1 if script else 0):], "--help"], capture_output=True,
+                               text=True, cwd=ROOT, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
         missing = [o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", shown)]
         assert not missing, f"{' '.join(command)} has no {missing}"
 
