@@ -16,6 +16,10 @@ under 5 s), the bootstrap interval of the relative Δ for every cell, and the pa
 the rows' stored records with the baseline's. Then the size and time of one run's
 encoded per-user record.
 
+Last, end to end as a user waits for it: a store of that shape (61 done runs with their
+per-user records and unrounded means) and ``python -m ablate table bench --md`` in a fresh
+process, with the per-user t-test (the default) and with the randomization test.
+
     python bench/significance.py [--repeat 3]
 """
 
@@ -117,6 +121,58 @@ def child(path: Path, what: str, resamples: int, repeat: int) -> dict:
     return {k: (statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k]) for k in runs[0]}
 
 
+def fill_store(db: str, users: np.ndarray, values: np.ndarray) -> None:
+    """A store of the notebook's shape: row0 (the baseline) and 60 variants, one seed,
+    each run done with its test metrics (rounded and unrounded) and per-user record."""
+    from sqlalchemy import insert
+
+    from ablate import peruser
+    from ablate.store import Experiment, Member, Metric, Run, Store, UserValues
+
+    store = Store(db)
+    runs, members, metrics, blobs = [], [], [], []
+    for r in range(len(values)):
+        rid = r + 1
+        runs.append(dict(id=rid, key=f"{rid:016x}", name=f"row{r}", model="LightGCN", dataset="ml-1m", seed=2020,
+                         config={"model": "LightGCN", "row": r}, status="done", attempts=1))
+        members.append(dict(experiment_id=1, run_id=rid, row=f"row{r}", variant=f"row{r}",
+                            role="baseline" if r == 0 else "variant", position=r, point={}))
+        record = peruser.PerUser(users, COLUMNS, values[r])
+        for name, mean in record.means().items():
+            metrics.append(dict(run_id=rid, split="test", name=name, value=round(mean, 4), exact=mean))
+        blobs.append(dict(run_id=rid, split="test", data=peruser.encode(record)))
+    with store.engine.begin() as conn:
+        conn.execute(insert(Experiment), [dict(id=1, name="bench")])
+        conn.execute(insert(Run), runs)
+        conn.execute(insert(Member), members)
+        conn.execute(insert(Metric), metrics)
+        conn.execute(insert(UserValues), blobs)
+    store.engine.dispose()
+
+
+def end_to_end(users: np.ndarray, values: np.ndarray, repeat: int) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        fill_store(db, users, values)
+        print(f"\nend to end: `ablate table bench --md` over a store of {ROWS} runs x {USERS:,} users "
+              f"(fresh process each, min / median of {repeat}):")
+        for label, flags in (("no test (--test seeds, 1 seed)", ["--test", "seeds"]),
+                             ("per-user t-test + Holm (default)", []),
+                             ("randomization 10,000 + Holm", ["--test", "randomization"]),
+                             ("t-test + Holm, --ties --ci", ["--ties", "--ci"])):
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                p = subprocess.run([sys.executable, "-m", "ablate", "table", "bench", "--md", "--db", db, *flags],
+                                   capture_output=True, text=True, env=env)
+                times.append(time.perf_counter() - t)
+                if p.returncode != 0:
+                    raise RuntimeError(p.stderr[-2000:])
+            marked = sum(line.count("\\*") for line in p.stdout.splitlines() if line.startswith("| row"))
+            print(f"  {label:34s} {min(times):6.2f} s / {statistics.median(times):6.2f} s  ({marked} '*' printed)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes per measurement (medians are printed)")
@@ -165,6 +221,7 @@ def main() -> None:
     print(f"\none run's per-user record ({USERS:,} users x {len(COLUMNS)} columns): {raw:,} bytes raw, "
           f"{len(blob):,} encoded ({len(blob) / raw:.0%}); encode {t_enc * 1e3:.1f} ms, decode {t_dec * 1e3:.1f} ms")
     print(f"  all {ROWS} rows: {sum(sizes) / 1e6:.2f} MB encoded (min {min(sizes):,}, max {max(sizes):,} bytes a run)")
+    end_to_end(users, values, args.repeat)
 
 
 if __name__ == "__main__":

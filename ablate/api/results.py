@@ -29,7 +29,8 @@ def _targets(targets) -> list[str] | None:
 def comparison(targets=None, *, db: str = DEFAULT_DB, overrides: dict | None = None, metrics: list[str] | None = None,
                split: str = "test", baseline: str | None = None, precision: int = 4, sort: str | None = None,
                delta: bool = False, reference: Path | None = None, negligible: float = 0.01, test: str = "auto",
-               correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False):
+               correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False,
+               n_resamples: int = 10_000):
     """The comparison table with its marks (:func:`ablate.report.table.from_store`).
 
     ``test``: ``auto`` (the paired t-test over users where the runs kept per-user values,
@@ -41,7 +42,8 @@ def comparison(targets=None, *, db: str = DEFAULT_DB, overrides: dict | None = N
 
     return table_mod.from_store(db, _targets(targets), overrides=overrides, metrics=metrics, split=split,
                                 baseline=baseline, precision=precision, sort=sort, delta=delta, reference=reference,
-                                negligible=negligible, test=test, correction=correction, alpha=alpha, ties=ties, ci=ci)
+                                negligible=negligible, test=test, correction=correction, alpha=alpha, ties=ties, ci=ci,
+                                n_resamples=n_resamples)
 
 
 def table(targets=None, *, db: str = DEFAULT_DB, **options):

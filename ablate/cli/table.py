@@ -48,6 +48,7 @@ def table_cmd(
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level after the correction (* marks).")] = 0.05,
     ties: Annotated[bool, typer.Option("--ties", help="Mark (≈) rows whose difference from the column's best is not significant.")] = False,
     ci: Annotated[bool, typer.Option("--ci", help="Each row's Δ vs the baseline with a 95% paired bootstrap interval over users.")] = False,
+    resamples: Annotated[int, typer.Option("--resamples", help="Sign flips of the randomization test and resamples of --ci.")] = 10_000,
 ) -> None:
     """Render the comparison table: best bold, second underlined, mean ± std over seeds, flags."""
     chosen = [f for f, on in (("md", md), ("latex", latex), ("csv", csv)) if on]
@@ -64,7 +65,7 @@ def table_cmd(
     table = api.comparison(targets, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
                            split=split, baseline=baseline, precision=precision, sort=sort, delta=delta,
                            reference=reference, negligible=negligible, test=test, correction=correction, alpha=alpha,
-                           ties=ties, ci=ci)
+                           ties=ties, ci=ci, n_resamples=resamples)
     table.short_headers, table.footnotes = short, footnotes
     from ablate.report.table import print_rich, render, terminal_width
 

@@ -61,6 +61,13 @@ def check_options(test: str, correction: str, alpha: float) -> None:
         raise OptionError("alpha", "must be between 0 and 1", value=alpha)
 
 
+def check_resamples(n_resamples: int) -> None:
+    from ablate.errors import OptionError
+
+    if n_resamples < 100:
+        raise OptionError("resamples", "must be at least 100", value=n_resamples)
+
+
 def _runs_by_row(frame, per_user: dict) -> dict[str, dict[int, object]]:
     """row -> {seed: PerUser} for the rows' done runs that kept per-user values."""
     from ablate.peruser import decode
@@ -88,6 +95,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
     from ablate.report import significance, stats
 
     check_options(test, correction, alpha)
+    check_resamples(n_resamples)
     out = Judgement()
     if baseline is None or baseline not in frame.rows:
         return out
@@ -149,6 +157,12 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
         out.notes.append(_footnote(user_test if user_cells else "seeds", correction, alpha, corrected.family,
                                    [len(v) for v in vectors], sorted(seeds_used), n_resamples, seed,
                                    mixed=bool(user_cells) and len(user_cells) < len(cells)))
+        floor = 2 / (n_resamples + 1)  # the smallest two-sided p of a Monte Carlo randomization test
+        needed = alpha if correction == "none" else alpha / corrected.family
+        if user_cells and user_test == "randomization" and floor > needed:
+            out.notes.append(f"with {n_resamples:,} sign flips no p falls below {floor:.1e}, and "
+                             f"{_correction_words(correction, corrected.family)} needs {needed:.1e} to reject "
+                             f"anything: give more resamples, or the t-test")
     if over_seeds:
         out.notes.append(f"no per-user values stored for {', '.join(over_seeds[:6])}"
                          + (f" and {len(over_seeds) - 6} more" if len(over_seeds) > 6 else "")
