@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import _common as c  # noqa: E402
+from bench import _out  # noqa: E402
 
 
 def main() -> int:
@@ -130,7 +130,7 @@ def main() -> int:
     print(f"  {where}: RecBole {rr}, fastpath {rf}")
     out["epoch"] = {"recbole_s": er, "fastpath_s": ef, "ratio": ef / er, "losses_equal": same_losses, "loss_gap": gap,
                     "host_reads": {"recbole": rr, "fastpath": rf}}
-    print(f"written {c.write_json('epoch_host.json', out)}")
+    print(f"written {_out.write_json('epoch_host.json', out)}")
     return 0 if same and same_losses else 1
 
 

@@ -232,12 +232,17 @@ def main(argv=None):
     p.add_argument("--synthetic-degree", type=float, default=10.0, help="mean degree of the synthetic graph")
     p.add_argument("--embedding-size", type=int, default=64)
     p.add_argument("--max-batches", type=int, default=0, help="cap the synthetic epoch (0: the full epoch)")
+    p.add_argument("--json", default=None, help="real data: write both models' figures and LightGCNOT's settings here")
     args = p.parse_args(argv)
     params = _parse_params(args.param)
     if args.synthetic_nodes:
         run_synthetic(args, params)
     else:
-        run_real(args, params)
+        results = run_real(args, params)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"dataset": args.dataset, "device": args.device, "batch_size": args.batch_size,
+                           "epochs": args.epochs, "loop": args.loop, "params": params, **results}, f, indent=2)
 
 
 if __name__ == "__main__":

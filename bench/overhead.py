@@ -1,4 +1,4 @@
-"""One run, two ways: a fresh ``bench/bare_recbole.py`` process vs ``ablate run`` of a
+"""One run, two ways: a fresh ``tests/oracles/bare_recbole.py`` process vs ``ablate run`` of a
 one-run spec on a fresh database (coordinator, spawned worker, SQLite writes and all).
 Prints ablate's overhead in percent of the bare script's wall time (target <= 5%) and
 checks the metrics are identical.
@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import _common as c  # noqa: E402
+from bench import _out  # noqa: E402
+from tests.oracles import recbole_runs as c  # noqa: E402
 
 
 def main() -> int:
@@ -45,7 +46,7 @@ def main() -> int:
     overhead = 100 * (a - b) / b
     print(f"\nbare script {b:.2f} s, ablate run {a:.2f} s (min of {args.repeat}): overhead {overhead:+.1f}%")
     print("metrics: " + ("identical" if not problems else "DIFFER: " + "; ".join(problems)))
-    print(f"written {c.write_json('overhead.json', {'bare_s': bare_t, 'ablate_s': abl_t, 'overhead_pct': overhead, 'metric_problems': problems})}")
+    print(f"written {_out.write_json('overhead.json', {'bare_s': bare_t, 'ablate_s': abl_t, 'overhead_pct': overhead, 'metric_problems': problems})}")
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if problems else 0
 

@@ -1,5 +1,5 @@
 """The same ml-100k LightGCN sweep two ways, in one invocation: (a) a sequential loop of
-fresh ``bench/bare_recbole.py`` processes (what a researcher does today with one
+fresh ``tests/oracles/bare_recbole.py`` processes (what a researcher does today with one
 ``run_recbole`` per config), (b) ``ablate run`` on a fresh database. Prints both wall
 times and their ratio, and checks that both give the same metrics, run for run.
 
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import _common as c  # noqa: E402
+from bench import _out  # noqa: E402
+from tests.oracles import recbole_runs as c  # noqa: E402
 
 
 def main() -> int:
@@ -76,7 +77,7 @@ def main() -> int:
     for p in problems[:20]:
         print("  " + p)
     summary["metric_problems"] = problems
-    print(f"written {c.write_json('sweep.json', summary)}")
+    print(f"written {_out.write_json('sweep.json', summary)}")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return 1 if problems else 0

@@ -1,6 +1,6 @@
 """RecBole's own LightGCN, SGL and NCL through ablate give what RecBole's quick start gives.
 
-The reference is ``bench/bare_recbole.py``: a fresh process doing what
+The reference is ``tests/oracles/bare_recbole.py``: a fresh process doing what
 ``recbole.quick_start.run_recbole`` does, step for step (``run_recbole`` itself cannot be
 imported on this stack: it imports ray.tune). The same config through ``ablate run``
 (warm worker, fast path, dataloader cache, SQLite) must store exactly the same valid and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import _common as c
+from tests.oracles import recbole_runs as c
 
 MODELS = {
     "LightGCN": {},

@@ -1,7 +1,7 @@
 """One RecBole run the way a researcher runs it today: a fresh process doing what
 ``recbole.quick_start.run_recbole`` does, step for step.
 
-``python bench/bare_recbole.py MODEL CONFIG_JSON [--threads N]`` prints one JSON line
+``python tests/oracles/bare_recbole.py MODEL CONFIG_JSON [--threads N]`` prints one JSON line
 ``{"valid": {...}, "test": {...}, "seconds": {...}}`` on stdout (last line).
 
 Why not call ``run_recbole`` itself: ``import recbole.quick_start`` imports ``ray.tune``,

@@ -4,8 +4,8 @@
 # MPS daemon); wall times, throughput ratio, GPU utilisation sampled by nvidia-smi.
 # Fits in 8 minutes on an H100 with the defaults.
 #
-#   PYTHONPATH=. bash bench/gpu_sweep.sh              # on the GPU machine (recbole installed)
-#   bash bench/gpu_sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, simulated GPU
+#   PYTHONPATH=. bash bench/gpu/sweep.sh              # on the GPU machine (recbole installed)
+#   bash bench/gpu/sweep.sh --cpu-smoke               # dry run here: ml-100k, 1 epoch, --per-gpu N as --jobs N
 #
 # Env: ABLATE_DATA (folder holding ml-1m/, default ../shared/data), OUT (default bench/out),
 #      EPOCHS (default 8), SKIP_AUTO=1 to skip the --per-gpu auto phase, MPS_PHASE=1 to add
@@ -13,7 +13,7 @@
 #      "seq packed packed_mps auto"; the switches above still apply), FAST_PATH=false to
 #      train with RecBole's own epoch loop (what the fast path changes, side by side).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SMOKE=0
 [ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
 OUT=${OUT:-bench/out}
@@ -24,7 +24,7 @@ export PYTHONUNBUFFERED=1
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-460}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ablate-gpu-sweep.XXXXXX")
-echo "== gpu_sweep: out=$OUT work=$WORK smoke=$SMOKE $(date -Is)"
+echo "== gpu/sweep.sh: out=$OUT work=$WORK smoke=$SMOKE $(date -Is)"
 
 ablate() { python -c "import sys; from ablate.cli import main; sys.argv[0] = 'ablate'; main()" "$@"; }
 
@@ -46,8 +46,7 @@ echo "cores: $(nproc)"
 
 if [ $SMOKE = 1 ]; then
   DATASET=ml-100k; EPOCHS=${EPOCHS:-1}; DATA=""
-  export ABLATE_SIMULATE_GPUS=1   # --gpus 0 is a label; runs go to the CPU through the same slot code
-  DEV=(--gpus 0)
+  DEV=(--cpu)   # no GPU here: each phase's --per-gpu N becomes --jobs N (see phase)
 else
   DATASET=ml-1m; EPOCHS=${EPOCHS:-8}
   DATA=$(cd "${ABLATE_DATA:-../shared/data}" 2>/dev/null && pwd) || { echo "FATAL: no data folder ${ABLATE_DATA:-../shared/data}"; exit 2; }
@@ -58,7 +57,7 @@ fi
 python - "$WORK" "$DATASET" "$EPOCHS" "$DATA" "${FAST_PATH:-true}" <<'PY' || { echo "FATAL: cannot write the spec"; exit 2; }
 import sys
 from pathlib import Path
-from bench import _common as c
+from tests.oracles import recbole_runs as c
 work, dataset, epochs, data = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
 spec = c.write_spec(work, name="gpu-sweep", dataset=dataset, data_path=data, epochs=epochs,
                     grid={"n_layers": [2, 3], "learning_rate": [0.001, 0.002]},
@@ -93,6 +92,9 @@ phase() {  # $1: label, rest: ablate run options
   case " ${PHASES:-seq packed packed_mps auto} " in *" $label "*) ;; *) return 0 ;; esac
   local elapsed=$(( $(date +%s) - START ))
   if [ $elapsed -gt $BUDGET_S ]; then echo "== $label: SKIPPED (budget: ${elapsed}s used)"; return 1; fi
+  if [ $SMOKE = 1 ]; then  # shellcheck disable=SC2046
+    set -- $(echo "$*" | sed -e 's/--per-gpu auto//' -e 's/--per-gpu/--jobs/')
+  fi
   echo "== $label: ablate run ${DEV[*]} $* (t=${elapsed}s)"
   local db="$WORK/$label.db"
   sample_start "$OUT/util_$label.csv"

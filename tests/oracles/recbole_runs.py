@@ -1,7 +1,11 @@
-"""Shared by the benchmarks: the sweep spec, the two ways of running it, the comparison.
+"""One sweep two ways, and the comparison: a spec, fresh processes of
+``bare_recbole.py`` (what a researcher runs today, one ``run_recbole`` per config),
+``ablate run`` on a fresh store, and the metrics each stored.
 
 Both ways get the same resolved configs (``ablate.plan.expand``), so a difference in
-metrics is a difference in execution, not in configuration.
+metrics is a difference in execution, not in configuration. The reference test
+(``tests/models/test_reference_recbole.py``) asserts they are equal; the benchmarks in
+``bench/`` time the two ways with the same code.
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-BARE = ROOT / "bench" / "bare_recbole.py"
-OUT = Path(os.environ.get("OUT") or ROOT / "bench" / "out")
+ROOT = Path(__file__).resolve().parents[2]
+BARE = Path(__file__).resolve().with_name("bare_recbole.py")
 
 
 def write_spec(folder: Path, *, name: str = "bench", dataset: str = "ml-100k", data_path: str | None = None,
@@ -60,7 +63,7 @@ def planned(spec_path: Path) -> list:
 
 
 def bare_run(model: str, config: dict, cwd: Path, threads: int | None = None, gpu: str | None = None) -> dict:
-    """One fresh ``python bench/bare_recbole.py`` process; returns its result line + wall."""
+    """One fresh ``python bare_recbole.py`` process; returns its result line + wall."""
     cfg = dict(config, show_progress=False, use_gpu=gpu is not None, gpu_id="" if gpu is None else gpu)
     cmd = [sys.executable, str(BARE), model, json.dumps(cfg)] + (["--threads", str(threads)] if threads else [])
     cwd.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,7 @@ def _env() -> dict:
 
 
 def stored_metrics(db: Path) -> dict[str, dict]:
-    """run key -> {"valid": {...}, "test": {...}, "status", "peak_mem_mb", "wall_seconds"}."""
+    """run key -> {"valid": {...}, "test": {...}, "status", "model", "peak_mem_mb", "wall_seconds"}."""
     from ablate.store import Store
 
     out = {}
@@ -109,7 +112,8 @@ def stored_metrics(db: Path) -> dict[str, dict]:
         m: dict = {"valid": {}, "test": {}}
         for x in r.metrics:
             m[x.split][x.name] = x.value
-        m.update(status=str(getattr(r.status, "value", r.status)), peak_mem_mb=r.peak_mem_mb, wall_seconds=r.wall_seconds)
+        m.update(status=str(getattr(r.status, "value", r.status)), model=r.model, peak_mem_mb=r.peak_mem_mb,
+                 wall_seconds=r.wall_seconds)
         out[r.key] = m
     return out
 
@@ -128,10 +132,3 @@ def compare(bare: dict[str, dict], stored: dict[str, dict]) -> list[str]:
             if b[split] != a[split]:
                 problems.append(f"{key} {split}: bare {b[split]} != ablate {a[split]}")
     return problems
-
-
-def write_json(name: str, data: dict) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / name
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path

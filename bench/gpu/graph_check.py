@@ -4,7 +4,7 @@ The CPU tests check that the draw and the plans are capturable (no host read); o
 GPU can check the capture itself. Each check prints PASS or FAIL; exit status 1 on any
 FAIL. About 20 s on ml-100k:
 
-    python bench/gpu_graph_check.py
+    python bench/gpu/graph_check.py
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
