@@ -321,7 +321,7 @@ def _fused_devices(tmp_path, peak_mb: float | None) -> list[str]:
         s.add(Run(key="0" * 16, name="past", model="LightGCN", dataset="ml-100k", seed=1, config={}, status="done",
                   peak_mem_mb=peak_mb))
     store.engine.dispose()
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "ABLATE_SIMULATE_GPUS")}
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(PATH=f"{folder / 'bin'}{os.pathsep}{env['PATH']}", COLUMNS="200")
     done = subprocess.run([sys.executable, "-c", "from ablate.cli import main; main()", "run", str(spec), "--db", str(db),
                            "--fuse", "auto"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
