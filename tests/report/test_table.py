@@ -28,7 +28,7 @@ def md_rows(text):
     """Markdown body as {label: [cells]} (header and rule skipped)."""
     lines = [l for l in text.strip().splitlines()][2:]
     out = {}
-    for line in lines:
+    for line in (l for l in lines if l.startswith("|")):  # the table; its footnotes follow it
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         out[cells[0]] = cells[1:]
     return out
@@ -89,13 +89,23 @@ def test_mean_std_n_and_paired_significance_match_scipy(tmp_path):
     fill(db, seeded("LightGCN", "baseline", base) + seeded("strong", "variant", strong)
          + seeded("weak", "variant", weak) + seeded("none", "variant", none_))
     store = frame.Store(str(db))
-    t = tbl.build(frame.load(store, ["exp"]), ["recall@10"])
+    # the test over seeds alone, uncorrected: scipy's p and its levels
+    t = tbl.build(frame.load(store, ["exp"]), ["recall@10"], test="seeds", correction="none")
     cells = {r.name: r.cells["recall@10"] for r in t.rows}
     assert cells["strong"].p == pytest.approx(p_strong) and cells["strong"].sig == "**"
     assert cells["weak"].p == pytest.approx(p_weak) and cells["weak"].sig == "*"
     assert cells["none"].p == pytest.approx(p_none) and cells["none"].sig == ""
     assert cells["LightGCN"].p is None
-    rows = md_rows(table_of(db, "--md", "-m", "recall@10"))
+    # by default (no per-user values stored here: over seeds), Holm over the three rows
+    from statsmodels.stats.multitest import multipletests
+
+    t = tbl.build(frame.load(store, ["exp"]), ["recall@10"])
+    cells = {r.name: r.cells["recall@10"] for r in t.rows}
+    reject, adjusted, _, _ = multipletests([p_strong, p_weak, p_none], alpha=0.05, method="holm")
+    for name, adj, rej in zip(("strong", "weak", "none"), adjusted, reject):
+        assert cells[name].p_adjusted == pytest.approx(adj) and (cells[name].sig != "") == rej
+    assert any("tested over seeds" in n for n in t.test_notes)
+    rows = md_rows(table_of(db, "--md", "-m", "recall@10", "--test", "seeds", "--correction", "none"))
     mean, std = pd.Series(strong).mean(), pd.Series(strong).std()
     assert rows["strong (n=4)"][0] == f"**{mean:.4f} ± {std:.4f}**\\*\\*"
     assert rows["weak (n=4)"][0] == f"<u>{pd.Series(weak).mean():.4f} ± {pd.Series(weak).std():.4f}</u>\\*"
@@ -154,7 +164,8 @@ def test_reference_rows_shown_but_not_ranked(tmp_path):
     assert body[0] == "| *SGL †* | 0.2500 | 0.3000 |"
     assert body[1] == "| *NCL †* | 0.2600 |  |"
     # the footnote names the file when the file names no source
-    assert body[-2:] == ["", "† paper.yaml: published numbers, not run here; never ranked or tested"]
+    assert body[-3:] == ["", "† paper.yaml: published numbers, not run here; never ranked or tested\\",
+                         "no per-user values stored for V, and fewer than two seeds shared with the baseline: not tested"]
     rows = md_rows(out)
     assert rows["V"] == ["**0.1900**", "<u>0.2400</u>"] and rows["LightGCN"] == ["<u>0.1800</u>", "**0.2500**"]
     csv_ref = tmp_path / "paper.csv"
@@ -171,7 +182,9 @@ def _latex_ok(tex: str, ncols: int) -> None:
     assert depth == 0
     lines = tex.strip().splitlines()
     assert lines[0].startswith(r"\begin{tabular}{") and lines[-1] == r"\end{tabular}"
-    assert lines[1] == r"\toprule" and r"\bottomrule" in lines[-3:] and r"\midrule" in lines
+    assert lines[1] == r"\toprule" and r"\bottomrule" in lines and r"\midrule" in lines
+    after = lines[lines.index(r"\bottomrule") + 1:-1]
+    assert all(l.startswith(rf"\multicolumn{{{ncols}}}{{l}}{{\footnotesize ") for l in after)  # footnotes only
     body = [l for l in lines if l.endswith(r"\\")]
     assert body
     for line in body:
