@@ -30,7 +30,7 @@ def comparison(targets=None, *, db: str = DEFAULT_DB, overrides: dict | None = N
                split: str = "test", baseline: str | None = None, precision: int = 4, sort: str | None = None,
                delta: bool = False, reference: Path | None = None, negligible: float = 0.01, test: str = "auto",
                correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False,
-               n_resamples: int = 10_000):
+               n_resamples: int = 10_000, vs_reference: bool = False):
     """The comparison table with its marks (:func:`ablate.report.table.from_store`).
 
     ``test``: ``auto`` (the paired t-test over users where the runs kept per-user values,
@@ -43,7 +43,7 @@ def comparison(targets=None, *, db: str = DEFAULT_DB, overrides: dict | None = N
     return table_mod.from_store(db, _targets(targets), overrides=overrides, metrics=metrics, split=split,
                                 baseline=baseline, precision=precision, sort=sort, delta=delta, reference=reference,
                                 negligible=negligible, test=test, correction=correction, alpha=alpha, ties=ties, ci=ci,
-                                n_resamples=n_resamples)
+                                n_resamples=n_resamples, vs_reference=vs_reference)
 
 
 def table(targets=None, *, db: str = DEFAULT_DB, **options):

@@ -36,6 +36,7 @@ def table_cmd(
     sort: Annotated[Optional[str], typer.Option(help="Order rows by this metric (best first) instead of as declared.")] = None,
     delta: Annotated[bool, typer.Option("--delta", help="Relative change vs the baseline in every row.")] = False,
     reference: Annotated[Optional[Path], typer.Option(help="Published numbers shown on top as reference rows (†, never ranked): YAML with source: (paper, table), split: test, rows: {Name: {recall@10: 0.1876, ...}}; or a CSV with a name column.")] = None,
+    vs_reference: Annotated[bool, typer.Option("--vs-reference", help="With --reference: each row's distance from the reference row of the same name (value / published - 1) in every cell.")] = False,
     short: Annotated[bool, typer.Option("--short", help="The notebook's column names: r10 n10 r20 n20 r50 n50.")] = False,
     footnotes: Annotated[bool, typer.Option("--footnotes", help="--md/--latex: notes as marks on the names with footnotes under the table, instead of a note column (the terminal always does this).")] = False,
     negligible: Annotated[float, typer.Option(help="Flag added loss terms below this fraction of the main loss.")] = 0.01,
@@ -65,7 +66,7 @@ def table_cmd(
     table = api.comparison(targets, db=db, overrides=parse_overrides(override), metrics=_split_metrics(metrics),
                            split=split, baseline=baseline, precision=precision, sort=sort, delta=delta,
                            reference=reference, negligible=negligible, test=test, correction=correction, alpha=alpha,
-                           ties=ties, ci=ci, n_resamples=resamples)
+                           ties=ties, ci=ci, n_resamples=resamples, vs_reference=vs_reference)
     table.short_headers, table.footnotes = short, footnotes
     from ablate.report.table import print_rich, render, terminal_width
 

@@ -86,6 +86,7 @@ class Table:
     precision: int = 4
     baseline: str | None = None
     reference_source: str | None = None  # where the reference rows' numbers come from
+    vs_reference: bool = False  # the cells' percentages: distance from the reference row of the same name
     short_headers: bool = False  # the notebook's column names: r10 n10 r20 ...
     footnotes: bool = False  # notes as marks on the names with footnotes (md, LaTeX; always on a terminal)
     test_notes: list[str] = field(default_factory=list)  # which test, correction, alpha, n: under the table
@@ -99,7 +100,10 @@ class Table:
         """The footnote of the reference rows: their source, and that they were not run here."""
         if not any(r.kind == "reference" for r in self.rows):
             return None
-        return f"{REFERENCE_MARK} {self.reference_source or 'reference'}: published numbers, not run here; never ranked or tested"
+        note = f"{REFERENCE_MARK} {self.reference_source or 'reference'}: published numbers, not run here; never ranked or tested"
+        if self.vs_reference:
+            note += f"; (±x%) after a value: its distance from the {REFERENCE_MARK} row of the same name (value / published - 1)"
+        return note
 
     @property
     def has_notes(self) -> bool:
@@ -165,7 +169,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
           losses: dict[int, list[dict[str, float]]] | None = None, negligible: float = NEGLIGIBLE,
           older: dict[int, tuple[str, str]] | None = None, per_user: dict | None = None, test: str = "auto",
           correction: str = "holm", alpha: float = 0.05, ties: bool = False, ci: bool = False,
-          n_resamples: int = 10_000) -> Table:
+          n_resamples: int = 10_000, vs_reference: bool = False) -> Table:
     """Decide every mark of the table. ``losses`` (run id -> epoch loss dicts) enables the
     negligible-term flag; ``reference`` (index name, metric columns) adds published rows;
     ``older`` (run id -> (trained by, current), :func:`ablate.report.frame.older_implementations`)
@@ -186,6 +190,10 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     if baseline is None:
         baseline = next((r for r in frame.rows if frame.role.get(r) == "baseline"), None)
     judge_mod.check_options(test, correction, alpha)
+    if vs_reference and (reference is None or reference.empty):
+        raise OptionError("vs_reference", "needs reference rows: the published numbers to measure each row against")
+    if vs_reference and (delta or ci):
+        raise OptionError("vs_reference", "cannot go with delta or ci: both fill the cells' percentages")
     if sort is not None and sort.lower() not in metrics:
         raise OptionError("sort", f"is not one of the shown metrics ({', '.join(metrics)})", value=repr(sort), sep=" ")
 
@@ -260,7 +268,16 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         lower = key.split("@")[0] in LOWER_IS_BETTER
         rows.sort(key=lambda r: (r.cells[key].mean is None,
                                  0.0 if r.cells[key].mean is None else (r.cells[key].mean if lower else -r.cells[key].mean)))
-    if base_row is not None and not delta:
+    if vs_reference:
+        for row in rows:
+            if row.kind not in ("baseline", "variant") or not row.n or row.name not in reference.index:
+                continue
+            published = reference.loc[row.name]
+            for m in metrics:
+                v, c = published.get(m), row.cells[m]
+                if c.mean is not None and v is not None and v == v and float(v) != 0:  # v == v: not NaN
+                    c.delta = c.mean / float(v) - 1
+    if base_row is not None and not delta and not vs_reference:
         summary = _best_variant_delta(rows, base_row, metrics, precision)
         if summary is not None:
             rows.append(summary)
@@ -269,7 +286,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
         rows = _reference_rows(reference, metrics) + rows
         source = reference.attrs.get("source")
     return Table(metrics=metrics, rows=rows, precision=precision, baseline=baseline, reference_source=source,
-                 test_notes=verdict.notes)
+                 test_notes=verdict.notes, vs_reference=vs_reference)
 
 
 def _best_row(rows: list[Row], metric: str) -> str | None:
@@ -440,7 +457,7 @@ def from_store(db: str, targets: list[str] | None = None, *, overrides: dict | N
                metrics: list[str] | None = None, split: str = "test", baseline: str | None = None, precision: int = 4,
                sort: str | None = None, delta: bool = False, reference: Path | None = None,
                negligible: float = NEGLIGIBLE, test: str = "auto", correction: str = "holm", alpha: float = 0.05,
-               ties: bool = False, ci: bool = False, n_resamples: int = 10_000) -> Table:
+               ties: bool = False, ci: bool = False, n_resamples: int = 10_000, vs_reference: bool = False) -> Table:
     """The table of stored experiments (spec files or names; default the latest), every
     mark decided (:func:`build`).
 
@@ -463,7 +480,8 @@ def from_store(db: str, targets: list[str] | None = None, *, overrides: dict | N
     ref = load_reference(reference, split) if reference is not None else None
     return build(data, metrics, baseline=baseline, precision=precision, sort=sort, delta=delta, reference=ref,
                  losses=losses, negligible=negligible, older=older, per_user=per_user, test=test,
-                 correction=correction, alpha=alpha, ties=ties, ci=ci, n_resamples=n_resamples)
+                 correction=correction, alpha=alpha, ties=ties, ci=ci, n_resamples=n_resamples,
+                 vs_reference=vs_reference)
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -173,6 +173,21 @@ def test_reference_rows_shown_but_not_ranked(tmp_path):
     assert "| *SGL †* | 0.2500 |" in table_of(db, "--md", "-m", "recall@10", "--reference", str(csv_ref))
 
 
+def test_vs_reference_puts_each_rows_distance_from_its_published_row_in_its_cells(tmp_path):
+    db = tmp_path / "r.db"
+    fill(db, one_seed([("LightGCN", "baseline", 0.18, 0.25), ("SGL", "variant", 0.2550, 0.2940), ("V", "variant", 0.19, 0.24)]))
+    ref = tmp_path / "paper.yaml"
+    ref.write_text("SGL: {recall@10: 0.2500, ndcg@10: 0.3000}\nLightGCN: {recall@10: 0.2000}\n")
+    out = table_of(db, "--md", "-m", "recall@10,ndcg@10", "--reference", str(ref), "--vs-reference")
+    rows = md_rows(out)
+    assert rows["SGL"][:2] == ["**0.2550** (+2.0%)", "**0.2940** (-2.0%)"]
+    assert rows["LightGCN"][:2] == ["0.1800 (-10.0%)", "<u>0.2500</u>"]  # no published ndcg@10: no distance
+    assert rows["V"][:2] == ["<u>0.1900</u>", "0.2400"]  # no published row of its name
+    assert "its distance from the † row of the same name" in out
+    res = runner.invoke(app, ["table", "--db", str(db), "--vs-reference"])
+    assert res.exit_code == 2 and "--vs-reference needs reference rows" in res.output
+
+
 def _latex_ok(tex: str, ncols: int) -> None:
     depth = 0
     for ch in re.sub(r"\\[{}]", "", tex):
