@@ -114,6 +114,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
     over_seeds: list[str] = []
     untested: list[str] = []
     base_runs = by_row.get(baseline, {})
+    fallback: list[str] = []  # rows tested over seeds
     for row in rows:
         row_runs = by_row.get(row, {})
         common = sorted(set(row_runs) & set(base_runs))
@@ -130,16 +131,20 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
                 pairs_of[(row, m)] = pr
                 seeds_used.update(pr.seeds)
             continue
-        tested = False
+        fallback.append(row)
+    if fallback:  # every such row at once, column by column (10,000-run tables)
+        at = np.array([frame.rows.index(r) for r in fallback])
+        tested = np.zeros(len(fallback), dtype=bool)
         for m in have:
             wide = frame.seed_matrix(m)
-            p = stats.paired_pvalues(wide[[frame.rows.index(row)]], wide[base_at])[0]
-            if not np.isnan(p):
-                cells.append((row, m))
-                p_raw.append(float(p))
-                tested = True
+            p = stats.paired_pvalues(wide[at], wide[base_at])
+            for i in np.flatnonzero(~np.isnan(p)):
+                cells.append((fallback[i], m))
+                p_raw.append(float(p[i]))
+            tested |= ~np.isnan(p)
         if test != "seeds":  # no per-user values in a common seed: the seeds' test, where there are seeds
-            (over_seeds if tested else untested).append(row)
+            over_seeds += [r for r, t in zip(fallback, tested) if t]
+            untested += [r for r, t in zip(fallback, tested) if not t]
     if user_cells:
         width = max(len(v) for v in vectors)
         d = np.full((len(vectors), width), np.nan)
