@@ -121,8 +121,6 @@ def test_run_refuses_bad_values_before_touching_the_store(tmp_path):
     db = tmp_path / "r.db"
     with pytest.raises(OptionError, match=r"^fuse many: expected auto, off or a group size"):
         ab.run(spec, db=str(db), fuse="many", console=QUIET)
-    with pytest.raises(OptionError, match="^fuse is for runs on this machine"):
-        ab.run(spec, db=str(db), on=ab.Slurm(), fuse=2, console=QUIET)
     with pytest.raises(OptionError, match="^timeout must be positive"):
         ab.run(spec, db=str(db), timeout=0, console=QUIET)
     assert not Path(db).exists()
