@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import gates  # tests/gates.py: the one CI gate
+from tests import gates  # the one CI gate
 
 # The smallest spec that trains and evaluates a real model on ml-100k (bundled with
 # RecBole). eval_batch_size is large on purpose: full-sort evaluation scores

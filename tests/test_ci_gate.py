@@ -12,13 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gates
+from tests import gates
 
 ROOT = Path(__file__).parent.parent
 TESTS = [
     "tests/slurm/test_real_slurm.py::test_cancel_spec",  # a fixture that skips
     "tests/report/test_html_report.py::test_report_in_a_real_browser",  # a test body that skips
-    "tests/models/test_ot_fused.py",  # a module that skips as a whole (importorskip)
+    "tests/models/test_ot_triton_plans.py",  # a module that skips as a whole (importorskip)
 ]
 
 

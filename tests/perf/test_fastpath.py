@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from ablate import compat, fastpath
-from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
+
+from tests.perf.perf_helpers import numbers, run_tasks, task
 
 ROOT = Path(__file__).resolve().parents[2]
 

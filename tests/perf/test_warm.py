@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
+
+from tests.perf.perf_helpers import numbers, run_tasks, task
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "embedding_size": 16,

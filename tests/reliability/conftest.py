@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import two_rows
+from tests.reliability.reliability_helpers import two_rows
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from reliability_helpers import ablate_call, ablate_proc, pid_alive, query, runs_by_name, two_rows, wait_for
+from tests.reliability.reliability_helpers import ablate_call, ablate_proc, pid_alive, query, runs_by_name, two_rows, wait_for
 
 
 def _slow_mid_training(db):

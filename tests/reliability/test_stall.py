@@ -14,7 +14,7 @@ import pytest
 from ablate import serve, worker
 from ablate.catalog import recbole_dir
 
-from reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, wait_for
+from tests.reliability.reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, wait_for
 
 # Three rows: "stuck" reads its saved dataset from a path whose reads block (a named pipe
 # that nobody writes, as a hung network mount would), "frozen" trains until the test stops

@@ -13,8 +13,8 @@ from ablate.executors.base import Executor
 from ablate.scheduler import Sweep
 from ablate.store import Store
 
-from reliability_helpers import ablate_proc, query, runs_by_name
-from testmodels.cli import with_test_models
+from tests.reliability.reliability_helpers import ablate_proc, query, runs_by_name
+from tests.testmodels.cli import with_test_models
 
 
 def test_two_coordinators_on_one_database_run_everything_exactly_once(tiny_spec, db, tmp_path):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from report_store import TINY_SPEC
+
+from tests.report.report_store import TINY_SPEC
 
 
 def pytest_configure(config):

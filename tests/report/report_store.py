@@ -1,4 +1,4 @@
-"""Helpers for the report tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers for the report tests: a store filled directly (``from tests.report.report_store import fill``)."""
 
 from __future__ import annotations
 

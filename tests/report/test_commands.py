@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from report_store import fill
+
+from tests.report.report_store import fill
 
 runner = CliRunner()
 
@@ -153,7 +154,7 @@ def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
     original keeps its numbers and its table row."""
     import re
 
-    from testmodels.cli import with_test_models
+    from tests.testmodels.cli import with_test_models
 
     spec = tmp_path / "noisy.yaml"
     spec.write_text(NOISY_SPEC)
