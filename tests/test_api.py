@@ -13,24 +13,12 @@ from rich.console import Console
 import ablate.api as ab
 from ablate.errors import OptionError, UsageError
 
-SPEC = """\
-name: apitiny
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10, 20]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  BPR: {model: BPR}
-variants:
-  lr: {model: BPR, params: {learning_rate: 1.0e-5}}
-  same: {model: BPR, params: {stopping_step: 5}}  # another key, the same training in 1 epoch
-"""
+from tests.specs import tiny_yaml
+
+SPEC = tiny_yaml("apitiny", topk=[10, 20], variants={
+    "lr": {"model": "BPR", "params": {"learning_rate": 1.0e-5}},
+    "same": {"model": "BPR", "params": {"stopping_step": 5}},  # another key, the same training in 1 epoch
+})
 
 QUIET = Console(quiet=True)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import pytest
 
 from tests.perf.perf_helpers import numbers, run_tasks, task
+from tests.specs import tiny_yaml
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "eval_batch_size": 409600, "embedding_size": 16,
@@ -111,28 +112,11 @@ def test_the_group_leaves_no_global_state_behind(runs):
 
 # ---------------------------------------------------------------------------- through the CLI
 
-SPEC = """\
-name: fusecli
-base:
-  dataset: ml-100k
-  epochs: 2
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  BPR: {model: BPR}
-variants:
-  ot:
-    model: LightGCNOT
-    params: {k1: 3, k2: 2}
-    grid: {ot_weight: [1.0e-7, 1.0e-3, 0.1]}
-    run_name: "{ot_weight}ot"
-  simgcl: {model: SimGCL}
-"""
+SPEC = tiny_yaml("fusecli", epochs=2, variants={
+    "ot": {"model": "LightGCNOT", "params": {"k1": 3, "k2": 2}, "grid": {"ot_weight": [1.0e-7, 1.0e-3, 0.1]},
+           "run_name": "{ot_weight}ot"},
+    "simgcl": {"model": "SimGCL"},
+})
 
 
 def _metrics(db) -> dict:
@@ -275,21 +259,8 @@ def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatc
     store.engine.dispose()
 
 
-AUTO_SPEC = """\
-name: fuseauto
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-variants:
-  lr: {model: LightGCN, grid: {learning_rate: [0.001, 0.002, 0.003, 0.004]}}
-"""
+AUTO_SPEC = tiny_yaml("fuseauto", baselines=None,
+                      variants={"lr": {"model": "LightGCN", "grid": {"learning_rate": [0.001, 0.002, 0.003, 0.004]}}})
 # A stand-in nvidia-smi: one GPU of 1000 MiB, as the real one answers ablate's two queries.
 FAKE_SMI = """#!/usr/bin/env bash
 case "$*" in

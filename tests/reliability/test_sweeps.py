@@ -17,10 +17,10 @@ from tests.reliability.reliability_helpers import ablate_proc, query, runs_by_na
 from tests.testmodels.cli import with_test_models
 
 
-def test_two_coordinators_on_one_database_run_everything_exactly_once(tiny_spec, db, tmp_path):
-    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2, 3, 4]"))
-    first = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
-    second = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
+def test_two_coordinators_on_one_database_run_everything_exactly_once(make_spec, db, tmp_path):
+    spec = make_spec(seeds=[1, 2, 3, 4])
+    first = ablate_proc("run", str(spec), "--db", db, cwd=tmp_path)
+    second = ablate_proc("run", str(spec), "--db", db, cwd=tmp_path)
     outs = [p.communicate(timeout=300) for p in (first, second)]
     for p, (out, err) in zip((first, second), outs):
         assert p.returncode == 0, (out, err)
@@ -111,9 +111,8 @@ class OneGpuExecutor(Executor):
         return True
 
 
-def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(tiny_spec, db, tmp_path):
-    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2]"))
-    spec = spec_mod.load_spec(tiny_spec)
+def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(make_spec, db, tmp_path):
+    spec = spec_mod.load_spec(make_spec(seeds=[1, 2]))
     store = Store(db)
     ids = store.experiment_run_ids(store.sync_experiment(spec, plan.expand(spec)))
     executor = OneGpuExecutor()
@@ -166,13 +165,13 @@ def test_a_fused_group_out_of_memory_is_retried_in_groups_half_as_large(db, tmp_
     assert [(r.status, r.attempts) for r in store.runs(ids)] == [("done", 2)] * 4
 
 
-def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(tiny_spec, db, tmp_path):
+def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(make_spec, db, tmp_path):
     """A real model whose training raises torch's own OutOfMemoryError (the exception
     CUDA's allocator raises; tests/testmodels), through `ablate run`: the worker stores the
     run as oom with torch's message, not as failed; the sweep goes on with the other run,
     and the next `ablate run` retries the oom one (a CPU slot has nothing to shrink)."""
-    tiny_spec.write_text(tiny_spec.read_text() + "variants:\n  full: {model: OOMBPR}\n")
-    first = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    spec = make_spec(variants={"full": {"model": "OOMBPR"}})
+    first = with_test_models("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "finished: 1 done, 1 oom" in first.stdout and "Traceback" not in first.stderr, first.stdout + first.stderr
     runs = runs_by_name(db)
@@ -184,7 +183,7 @@ def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(tiny_spec, db, 
     log = (tmp_path / ".ablate" / "runs" / str(full["id"]) / "run.log").read_text()
     assert "torch.OutOfMemoryError: CUDA out of memory" in log  # the worker's traceback, in the run's log
 
-    again = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    again = with_test_models("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     assert again.returncode == 1 and "1 done, 1 to run" in again.stdout, again.stdout + again.stderr
     runs = runs_by_name(db)
     assert (runs["full"]["status"], runs["full"]["attempts"], runs["BPR"]["attempts"]) == ("oom", 2, 1)

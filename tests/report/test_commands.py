@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 
 from tests.report.report_store import fill
+from tests.specs import write_tiny
 
 runner = CliRunner()
 
@@ -130,23 +131,6 @@ def test_real_runs_table_and_exact_rerun(real_db):
     assert ok("table", spec, "--db", db, "--md") == "\n".join(lines) + "\n"
 
 
-NOISY_SPEC = """\
-name: noisy
-base:
-  dataset: ml-100k
-  epochs: 1
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  embedding_size: 8
-  topk: [10, 20, 50]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  noisy: {model: NoisyBPR}
-"""
-
-
 @pytest.mark.slow
 def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
     """NoisyBPR (tests/testmodels) starts from embeddings no seed controls: `ablate rerun`
@@ -156,8 +140,7 @@ def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
 
     from tests.testmodels.cli import with_test_models
 
-    spec = tmp_path / "noisy.yaml"
-    spec.write_text(NOISY_SPEC)
+    spec = write_tiny(tmp_path, "noisy", topk=[10, 20, 50], baselines={"noisy": {"model": "NoisyBPR"}})
     db = tmp_path / "r.db"
     first = with_test_models("run", spec, "--db", db, "--cpu", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
