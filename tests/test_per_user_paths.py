@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.peruser import decode
 
+from tests.stored import full_metrics
+
 
 def _run(*args, env=None):
     res = CliRunner().invoke(app, [str(a) for a in args], env=env)
@@ -38,6 +40,7 @@ def test_fused_members_keep_what_their_solo_runs_keep(tmp_path, make_spec):
     assert set(fused) == {(r, s) for r in ("a", "b") for s in ("valid", "test")}
     for key in solo:
         assert decode(fused[key]).equals(decode(solo[key])), key
+    assert full_metrics(tmp_path / "fused.db") == full_metrics(tmp_path / "solo.db")  # the unrounded means too
     with closing(sqlite3.connect(tmp_path / "fused.db")) as c:
         assert {d for (d,) in c.execute("SELECT device FROM runs")} == {"cpu+fused2"}
 
@@ -50,6 +53,7 @@ def test_slurm_jobs_send_them_through_their_events_files(tmp_path, make_spec):
     slurm, local = _kept(tmp_path / "s.db"), _kept(tmp_path / "l.db")
     assert set(slurm) == {("BPR", "valid"), ("BPR", "test")}
     assert all(decode(slurm[k]).equals(decode(local[k])) for k in slurm)
+    assert full_metrics(tmp_path / "s.db") == full_metrics(tmp_path / "l.db")  # the unrounded means too
 
 
 def test_search_trials_and_reruns_keep_them(tmp_path, make_spec):

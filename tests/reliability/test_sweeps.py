@@ -1,5 +1,5 @@
 """Duplicate sweeps, timeouts, out-of-memory back-off, unwritable run folders, and
-bit-for-bit reproducibility of a CPU run."""
+bit-for-bit reproducibility of a CPU run (at full precision, user by user)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ablate.scheduler import Sweep
 from ablate.store import Store
 
 from tests.reliability.reliability_helpers import ablate_proc, query, runs_by_name
+from tests.stored import full_metrics
 from tests.testmodels.cli import with_test_models
 
 
@@ -55,15 +56,17 @@ def test_unwritable_workdir_fails_before_any_run(tiny_spec, db, tmp_path):
 
 
 def test_cpu_run_repeats_exactly(tiny_spec, db):
+    """Trained again (--force), the run stores the same numbers bit for bit: every
+    unrounded metric mean, every user's values, every epoch's losses and valid score."""
     runner = CliRunner()
     assert runner.invoke(app, ["run", str(tiny_spec), "--db", db]).exit_code == 0
-    first = query(db, "SELECT split, name, value FROM metrics ORDER BY split, name")
+    [first] = full_metrics(db).values()
     losses = query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch")
-    assert len(first) == 4 and all(v > 0 for *_, v in first)
+    assert len(first) == 4 and all(exact > 0 for exact, _ in first.values())
     res = runner.invoke(app, ["run", str(tiny_spec), "--db", db, "--force"])
     assert res.exit_code == 0, res.output
     assert query(db, "SELECT attempts FROM runs") == [(2,)]
-    assert query(db, "SELECT split, name, value FROM metrics ORDER BY split, name") == first  # exactly, not approx
+    assert full_metrics(db) == {query(db, "SELECT key FROM runs")[0][0]: first}  # exactly, not approx
     assert query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch") == losses
 
 

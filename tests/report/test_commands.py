@@ -12,6 +12,7 @@ from ablate.cli import app
 
 from tests.report.report_store import fill
 from tests.specs import write_tiny
+from tests.stored import full_metrics
 
 runner = CliRunner()
 
@@ -122,9 +123,8 @@ def test_real_runs_table_and_exact_rerun(real_db):
     assert f"reproduced: all 12 metrics (valid and test) equal run {rid} exactly (max |diff| 0)" in out
     con = sqlite3.connect(db)
     new = con.execute("SELECT id, key FROM runs WHERE rerun_of = ?", (rid,)).fetchone()
-    pair = con.execute("SELECT a.split, a.name, a.value, b.value FROM metrics a JOIN metrics b ON a.split = b.split "
-                       "AND a.name = b.name WHERE a.run_id = ? AND b.run_id = ?", (rid, new[0])).fetchall()
-    assert len(pair) == 12 and all(a == b for *_, a, b in pair)
+    stored = full_metrics(db, by="id")
+    assert len(stored[rid]) == 12 and stored[new[0]] == stored[rid]  # unrounded means and per-user values
     assert con.execute("SELECT count(*) FROM experiment_runs WHERE run_id = ?", (new[0],)).fetchone()[0] == 0
     con.close()
     # the rerun stays out of the table: still n=2 per row, same numbers

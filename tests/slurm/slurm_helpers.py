@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 
 from tests.specs import tiny_yaml
+from tests.stored import FullMetrics, full_metrics
 
 # Two LightGCN runs (1 and 2 layers): a baseline and one variant, 1 epoch each.
 ROWS = {"baselines": {"LightGCN": {"model": "LightGCN", "params": {"n_layers": 1}}},
@@ -35,10 +36,10 @@ def cli(*args: str, code: int | None = 0):
     return result
 
 
-def metrics_by_key(db: Path) -> dict[str, dict[tuple[str, str], float]]:
-    from ablate.store import Store
-
-    return {r.key: {(m.split, m.name): m.value for m in r.metrics} for r in Store(str(db)).runs() if r.status == "done"}
+def metrics_by_key(db: Path) -> dict[str, FullMetrics]:
+    """Each done run's metrics by run key at full precision: (split, name) -> (the
+    unrounded mean, the per-user values), so that equal dicts are equal bit for bit."""
+    return full_metrics(db)
 
 
 def wait_for_event(folder: Path, run_id: int, kind: str, timeout: float = 120.0) -> dict:
