@@ -68,16 +68,32 @@ class Sweep:
 
     def __init__(self, store: Store, run_ids: list[int], executor: Executor, owner: str, workdir: Path,
                  timeout: float | None = None, view=None, git: str | None = None, keep_checkpoints: bool = False,
-                 stall_timeout: float | None = None, planner: Planner | None = None, fuse: int = 1):
+                 stall_timeout: float | None = None, planner: Planner | None = None, fuse: int = 1,
+                 adopted: list | None = None):
         self.planner = planner
         self.fuse = fuse if planner is None else 1  # a search trial answers its pruner alone
-        self._fuse_keys: dict[int, str | None] | None = None
+        self._partners = None  # ablate.sharing.Partners for the current group size
         self.store, self.run_ids, self.executor, self.owner = store, run_ids, executor, owner
         self.workdir, self.timeout, self.view, self.git = workdir, timeout, view, git
         self.stall_timeout = stall_timeout
         self.keep_checkpoints = keep_checkpoints
         self.in_flight: dict[int, dict] = {}  # run id -> {"task", "started", "gpu"}
         self.summary = Summary()
+        # (run, sweep record) of runs a dead coordinator's cluster jobs still train: watched
+        # here instead of trained again (the executor reads their jobs' files)
+        self.adopted = list(adopted or [])
+
+    def _adopt(self) -> None:
+        for run, record in self.adopted:
+            if not self.store.adopt(run.id, run.owner, self.owner):
+                continue
+            task = make_task(run, self.workdir, self.keep_checkpoints)
+            if self.planner is not None:
+                task["verdicts"] = True
+            self.executor.adopt(run, task, record)
+            self.in_flight[run.id] = {"task": task, "started": time.monotonic(), "run": run, "group": 1}
+            if self.view:
+                self.view.queued_to_running(run)
 
     def _fill(self) -> None:
         while self.executor.capacity() > 0:
@@ -100,25 +116,11 @@ class Sweep:
 
     def _claim_partners(self, run: Run) -> list[Run]:
         """Pending runs that may train side by side with ``run`` (``--fuse``), claimed."""
-        if self.fuse <= 1:
-            return []
-        from ablate.sharing import fuse_key
+        if self._partners is None or self._partners.size != self.fuse:
+            from ablate.sharing import Partners
 
-        if self._fuse_keys is None:
-            self._fuse_keys = {r.id: fuse_key(r.model, r.config)
-                               for r in self.store.runs(self.run_ids, with_children=False)}
-        key = self._fuse_keys.get(run.id)
-        if key is None:
-            return []
-        same = [rid for rid, k in self._fuse_keys.items() if k == key and rid != run.id]
-        partners: list[Run] = []
-        while same and len(partners) < self.fuse - 1:
-            more = self.store.claim(same, self.owner)
-            if more is None:
-                break
-            partners.append(more)
-            same.remove(more.id)
-        return partners
+            self._partners = Partners(self.store, self.run_ids, self.owner, self.fuse)
+        return self._partners.claim(run)
 
     def _handle(self, ev: dict) -> None:
         rid, kind = ev.get("run_id"), ev.get("type")
@@ -184,6 +186,7 @@ class Sweep:
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            self._adopt()
             while True:
                 self._fill()
                 if not self.in_flight:

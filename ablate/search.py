@@ -212,7 +212,7 @@ class StudyPlanner:
     Optuna for trials while slots are free and the budget lasts, reports each epoch's valid
     score to it for pruning, and tells it each result, read back from the store."""
 
-    def __init__(self, store, search: Search, trials: int, study=None):
+    def __init__(self, store, search: Search, trials: int, study=None, adopt: set[int] | frozenset = frozenset()):
         self.store, self.search, self.budget = store, search, trials
         self.spec_named = search.spec.model_copy(update={"name": search.name})
         self.study = study if study is not None else make_study(search.block)
@@ -236,15 +236,19 @@ class StudyPlanner:
         self.skipped = 0
         self.pending: list[int] = []
         now = stored_trials(store, search.name, search.metric)
-        busy = [t for t in now if t.status == "running"]
-        if busy:  # its live coordinator owns these trials and the experiment's membership
+        # trials a dead coordinator's cluster jobs still train (``adopt``): asked again with
+        # their own values and watched, not trained again; any other running trial has a
+        # live coordinator, which owns it and the experiment's membership
+        self.adopted: list[int] = []
+        busy = [t for t in now if t.status == "running" and t.run_id not in adopt]
+        if busy:
             raise UsageError(f"{search.name}: trial {busy[0].number} (run {busy[0].run_id}) is running under another "
                              "coordinator; one ablate search of a spec at a time")
         for t in now:
             if t.status in UNFINISHED:
                 self.study.enqueue_trial(t.params, skip_if_exists=False)
                 self.trial_of[t.run_id] = self.study.ask(self.dists)
-                self.pending.append(t.run_id)
+                (self.adopted if t.status == "running" else self.pending).append(t.run_id)
                 continue
             try:
                 self.study.add_trial(_frozen(t, self.dists))

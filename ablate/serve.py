@@ -85,7 +85,7 @@ def _serve_tasks(conn, cache: bool) -> None:
             return
         closing = []
 
-        def verdict() -> bool:
+        def verdict(epoch: int | None = None) -> bool:
             """The coordinator's answer to the valid event just sent: stop the run now?"""
             answer = conn.recv()
             if answer is None:  # asked to exit after this run: it goes on
@@ -134,24 +134,37 @@ def _exit_with_parent(every: float = 1.0) -> None:
     threading.Thread(target=watch, name="ablate-parent-watch", daemon=True).start()
 
 
-def run_task_standalone(task: dict, events_path: str | None = None) -> dict:
-    """Run one task in this process (Slurm jobs, the bare-script benchmark).
+def run_standalone(work: dict, paths: dict[int, str], verdict=None) -> list[dict]:
+    """Train one task, or a fused group (``{"members": [...]}``), in this process (a Slurm
+    job, the benchmarks); returns the ``finished`` events.
 
-    Events are appended as JSON lines to ``events_path`` when given, so a coordinator on
-    another machine can collect them later; the ``finished`` event is returned.
+    Each run's events are appended as JSON lines to its file in ``paths`` (run id ->
+    path), so a coordinator on another machine can read them, live or later. ``verdict``
+    (a search trial): called after each valid event, True stops the run (``pruned``).
     """
-    worker.prepare_process(task.get("threads"))
-    task = {"beat_every": None, **task}  # no progress events in a job's file: Slurm has its own time limit
-    out = open(events_path, "a", encoding="utf-8") if events_path else None  # noqa: SIM115
+    members = work["members"] if "members" in work else [work]
+    worker.prepare_process(members[0].get("threads"))
+    # no progress events in a job's file: Slurm has its own time limit
+    members = [{"beat_every": None, **t} for t in members]
+    files = {rid: open(path, "a", encoding="utf-8") for rid, path in paths.items()}  # noqa: SIM115
 
     def emit(event: dict) -> None:
+        out = files.get(event.get("run_id"))
         if out is not None:
             out.write(json.dumps(event, default=str) + "\n")
             out.flush()
             os.fsync(out.fileno())
 
     try:
-        return worker.execute(task, emit, cache=False)
+        if len(members) > 1:  # the group shares the parsed dataset and dataloaders: cache on
+            return fused.execute_group(members, emit, cache=True)
+        return [worker.execute(members[0], emit, cache=False, verdict=verdict)]
     finally:
-        if out is not None:
+        for out in files.values():
             out.close()
+
+
+def run_task_standalone(task: dict, events_path: str | None = None) -> dict:
+    """One task in this process, its events appended to ``events_path`` when given
+    (:func:`run_standalone` for a single run); returns its ``finished`` event."""
+    return run_standalone(task, {task["run_id"]: events_path} if events_path else {})[0]

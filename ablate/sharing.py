@@ -98,3 +98,33 @@ def groups(runs: list[tuple[int, str, dict]], size: int, data_keys: frozenset[st
             out.append(group)
         group.append(rid)
     return out
+
+
+class Partners:
+    """Claims a run's partners for a fused group: pending runs among ``run_ids`` with its
+    :func:`fuse_key`, up to ``size`` runs in all. Used by whoever hands runs to an
+    executor (the scheduler's loop, a Slurm submission without waiting), so a group is
+    made the same way whatever runs it. ``store``: what claims a run atomically."""
+
+    def __init__(self, store, run_ids: list[int], owner: str, size: int):
+        self.store, self.run_ids, self.owner, self.size = store, run_ids, owner, size
+        self._keys: dict[int, str | None] | None = None
+
+    def claim(self, run) -> list:
+        """Partners of ``run`` (already claimed), claimed now; [] when it trains alone."""
+        if self.size <= 1:
+            return []
+        if self._keys is None:
+            self._keys = {r.id: fuse_key(r.model, r.config) for r in self.store.runs(self.run_ids, with_children=False)}
+        key = self._keys.get(run.id)
+        if key is None:
+            return []
+        same = [rid for rid, k in self._keys.items() if k == key and rid != run.id]
+        partners: list = []
+        while same and len(partners) < self.size - 1:
+            more = self.store.claim(same, self.owner)
+            if more is None:
+                break
+            partners.append(more)
+            same.remove(more.id)
+        return partners

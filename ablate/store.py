@@ -492,6 +492,15 @@ class Store:
                     return s.get(Run, rid)
         return None
 
+    def adopt(self, run_id: int, old_owner: str, new_owner: str) -> bool:
+        """Take over a running run from ``old_owner`` (a dead coordinator's cluster sweep):
+        from now on only ``new_owner`` writes its events. False if it is no longer
+        ``old_owner``'s running run (another coordinator took it, or it ended)."""
+        with self.session() as s:
+            return bool(s.execute(
+                update(Run).where(Run.id == run_id, Run.owner == old_owner, Run.status == Status.RUNNING.value)
+                .values(owner=new_owner, heartbeat_at=utcnow())).rowcount)
+
     def heartbeat(self, owner: str) -> None:
         with self.session() as s:
             s.execute(update(Run).where(Run.owner == owner, Run.status == Status.RUNNING.value).values(heartbeat_at=utcnow()))

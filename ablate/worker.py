@@ -366,7 +366,7 @@ def _oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def execute(task: Task, emit: Emit, cache: bool = True, verdict: Callable[[], bool] | None = None,
+def execute(task: Task, emit: Emit, cache: bool = True, verdict: Callable[[int], bool] | None = None,
             isolation: Callable[[Path], Any] | None = None) -> dict:
     """Run one task to the end and return its ``finished`` event (also emitted).
 
@@ -609,7 +609,7 @@ def _evaluations(by_split: dict) -> dict:
 
 
 def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict, valid_data=None,
-                verdict: Callable[[], bool] | None = None, capture=None) -> None:
+                verdict: Callable[[int], bool] | None = None, capture=None) -> None:
     """Wrap the trainer's epoch methods to stream per-epoch loss terms and valid scores,
     and turn RecBole's generic NaN error into :class:`NanLoss` with the epoch.
     The model's per-batch methods tick ``state["pulse"]`` (:class:`Pulse`).
@@ -668,7 +668,7 @@ def _instrument(trainer, model, train_data, emit: Emit, base: dict, state: dict,
             state["best_score"], state["best_epoch"] = score_f, state["epoch"]
             state["best_valid"] = capture.last if capture is not None else None
         emit({**base, "type": "valid", "epoch": state["epoch"], "valid_score": score_f, "valid": _as_floats(result)})
-        if verdict is not None and verdict():
+        if verdict is not None and verdict(state["epoch"]):
             raise Pruned(state["epoch"])
         return score, result
 

@@ -109,8 +109,26 @@ def test_run_refuses_bad_values_before_touching_the_store(tmp_path):
     db = tmp_path / "r.db"
     with pytest.raises(OptionError, match=r"^fuse many: expected auto, off or a group size"):
         ab.run(spec, db=str(db), fuse="many", console=QUIET)
-    with pytest.raises(OptionError, match="^fuse is for runs on this machine"):
-        ab.run(spec, db=str(db), on=ab.Slurm(), fuse=2, console=QUIET)
     with pytest.raises(OptionError, match="^timeout must be positive"):
         ab.run(spec, db=str(db), timeout=0, console=QUIET)
     assert not Path(db).exists()
+
+
+def test_search_from_python(tmp_path):
+    spec = tmp_path / "se.yaml"
+    spec.write_text(SPEC.replace("name: apitiny", "name: apise") + (
+        "search:\n  variant: lr\n  space:\n    learning_rate: {choice: [0.001, 0.01]}\n  objective: ndcg@10\n"
+        "  trials: 2\n  pruner: {kind: none}\n"))
+    db = str(tmp_path / "s.db")
+    found = ab.search_plan(spec)
+    assert (found.row, found.metric, found.direction) == ("lr", "ndcg@10", "maximize")
+    result = ab.search(spec, db=db, on=ab.Local(jobs=1), console=QUIET)
+    assert result.exit_code == 0 and result.name == "apise.search"
+    assert sorted(t.params["learning_rate"] for t in result.trials) == [0.001, 0.01]
+    assert {t.status for t in result.trials} == {"done"}
+    best = max(result.trials, key=lambda t: t.value)
+    assert result.best.run_id == best.run_id
+    again = ab.search(spec, db=db, on=ab.Local(jobs=1), console=QUIET)  # the budget is spent: nothing trains
+    assert again.summary.finished == {} and [t.run_id for t in again.trials] == [t.run_id for t in result.trials]
+    with pytest.raises(OptionError, match="^trials must be at least 1"):
+        ab.search(spec, db=db, trials=0, console=QUIET)

@@ -159,8 +159,6 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
     if timeout is not None and timeout <= 0:
         raise OptionError("timeout", "must be positive")
     fuse_size = sharing.parse_fuse(fuse)
-    if fuse_size > 1 and not isinstance(on, Local):
-        raise OptionError("fuse", "is for runs on this machine (Local)")
     # A local worker starts importing torch and RecBole (seconds) now, while the spec is
     # read and planned and the store opened; under MPS workers must start after the daemon.
     executor = _early_executor(on) if isinstance(on, Local) and not on.mps else None
@@ -192,7 +190,7 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
         git = _git(spec_obj)
         if isinstance(on, Slurm):
             return _on_slurm(store, result, on, cluster, wd, git, console, timeout=timeout,
-                             keep_checkpoints=keep_checkpoints)
+                             keep_checkpoints=keep_checkpoints, fuse=fuse_size)
         t0 = time.monotonic()
         result.summary = _execute(store, run_ids, on, workdir=wd, git=git, console=console, log_every=log_every,
                                   timeout=timeout, stall_timeout=stall_timeout, keep_checkpoints=keep_checkpoints,
@@ -363,28 +361,52 @@ def auto_fuse_size(store, run_ids: list[int], slots, size: int) -> int:
     return packing.slots_for(min(gpu_totals), peak, cap=size, context_mb=0.0)
 
 
-def _on_slurm(store, result: SweepResult, on: Slurm, cluster: str, workdir: Path, git: str | None, console, *,
-              timeout: float | None, keep_checkpoints: bool) -> SweepResult:
-    """Submit the pending runs as one job array; then wait and collect (the scheduler's
-    loop, unchanged), or with ``wait=False`` return at once."""
-    from ablate import scheduler
-    from ablate.executors.slurm import SlurmExecutor, default_folder, submit_pending
-    from ablate.progress import SweepView
+def _slurm_executor(store, on: Slurm, cluster: str, workdir: Path, git: str | None):
+    from ablate.executors.slurm import SlurmExecutor, default_folder
 
-    executor = SlurmExecutor(on.folder or default_folder(workdir), cluster=cluster, partition=on.partition,
-                             gpus_per_job=on.gpus_per_job, per_gpu=on.per_gpu, time_min=on.minutes,
-                             array_parallelism=on.array_parallelism, store=store, wait=on.wait, git=git)
+    return SlurmExecutor(on.folder or default_folder(workdir), cluster=cluster, partition=on.partition,
+                         gpus_per_job=on.gpus_per_job, per_gpu=on.per_gpu, time_min=on.minutes,
+                         array_parallelism=on.array_parallelism, store=store, wait=on.wait, git=git)
+
+
+def _on_slurm(store, result: SweepResult, on: Slurm, cluster: str, workdir: Path, git: str | None, console, *,
+              timeout: float | None, keep_checkpoints: bool, fuse: int = 1) -> SweepResult:
+    """Submit the pending runs (with ``fuse`` > 1, fused groups as one array element
+    each) as one job array; then wait and collect (the scheduler's loop, unchanged), or
+    with ``wait=False`` return at once."""
+    from ablate.executors.slurm import submit_pending
+
+    executor = _slurm_executor(store, on, cluster, workdir, git)
+    if fuse > 1 and on.gpus_per_job > 0:  # a job cuts a group to what its GPU holds by this peak
+        executor.peak_mb = store.peak_mem_mb(result.run_ids)
     result.folder = executor.folder
     if not on.wait:
-        result.submitted, result.refused = submit_pending(store, result.run_ids, executor, workdir, keep_checkpoints)
+        result.submitted, result.refused = submit_pending(store, result.run_ids, executor, workdir, keep_checkpoints,
+                                                          fuse=fuse)
         return result
-    names = {r.id: r.name for r in store.runs(result.run_ids, with_children=False)}
     t0 = time.monotonic()
-    with SweepView(result.pending, names, console) as view:
-        result.summary = scheduler.Sweep(store, result.run_ids, executor, executor.owner, workdir, timeout=timeout,
-                                         view=view, git=git, keep_checkpoints=keep_checkpoints).run()
+    result.summary = _watch(store, result.run_ids, executor, workdir, git, console, total=result.pending,
+                            timeout=timeout, keep_checkpoints=keep_checkpoints, fuse=fuse)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _watch(store, run_ids: list[int], executor, workdir: Path, git: str | None, console, *, total: int,
+           timeout: float | None = None, keep_checkpoints: bool = False, fuse: int = 1, planner=None,
+           adopted=None) -> Summary:
+    """The scheduler's loop over a Slurm executor: submit as slots allow, read the jobs'
+    events files, answer search trials' verdicts, until every run ended."""
+    from ablate import scheduler
+    from ablate.progress import SweepView
+
+    names = {r.id: r.name for r in store.runs(run_ids, with_children=False)}
+    names.update({run.id: run.name for run, _ in adopted or []})
+    with SweepView(total, names, console) as view:
+        if planner is not None:
+            planner.view = view
+        return scheduler.Sweep(store, list(run_ids), executor, executor.owner, workdir, timeout=timeout, view=view,
+                               git=git, keep_checkpoints=keep_checkpoints, fuse=fuse, planner=planner,
+                               adopted=adopted).run()
 
 
 # ---------------------------------------------------------------------------- reruns
@@ -565,11 +587,14 @@ def search_plan(spec, *, overrides: dict | None = None):
 
 
 def search(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, trials: int | None = None,
-           on: Local | None = None, timeout: float | None = None, workdir: Path | None = None, console=None,
+           on: Where | None = None, timeout: float | None = None, workdir: Path | None = None, console=None,
            announce=None) -> SearchResult:
     """Tune the spec's ``search:`` row with Optuna; every trial is a stored run, and a
-    search run again goes on from what is stored. ``announce(found, planner, slots)`` is
-    called once the study is rebuilt, before any trial trains."""
+    search run again goes on from what is stored. ``on=Slurm(...)``: trials run as Slurm
+    jobs, asked and told here, each valid score answered through the shared folder
+    (prune or go on); a search started again after its coordinator died adopts the
+    trials its jobs still train. ``announce(found, planner, slots)`` is called once the
+    study is rebuilt, before any trial trains."""
     from ablate import search as search_mod
     from ablate.store import Store
 
@@ -579,18 +604,44 @@ def search(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, trials:
     if isinstance(on, Local) and on.per_gpu == "auto":
         raise OptionError("per_gpu", "expects a number for a search")
     found = search_plan(spec, overrides=overrides)
+    cluster = on.cluster() if isinstance(on, Slurm) else None
     store = Store(db)
     slots = on.slots() if isinstance(on, Local) else []
-    check_writable(workdir_for(store, workdir))
-    planner = search_mod.StudyPlanner(store, found, trials or found.block.trials)
+    wd = workdir_for(store, workdir)
+    check_writable(wd)
+    adopted = _left_running(store, found.name) if isinstance(on, Slurm) else []
+    planner = search_mod.StudyPlanner(store, found, trials or found.block.trials, adopt={r.id for r, _ in adopted})
     if announce is not None:
         announce(found, planner, slots)
     t0 = time.monotonic()
-    summary = _train_stored(store, list(planner.pending), on, timeout=timeout, workdir=workdir, console=console,
-                            planner=planner)
+    if isinstance(on, Slurm):
+        git = _git(found.spec)
+        executor = _slurm_executor(store, on, cluster, wd, git)
+        summary = _watch(store, list(planner.pending), executor, wd, git, _console(console),
+                         total=len(planner.pending) + len(adopted), timeout=timeout, planner=planner, adopted=adopted)
+    else:
+        summary = _train_stored(store, list(planner.pending), on, timeout=timeout, workdir=workdir, console=console,
+                                planner=planner)
     return SearchResult(found.name, found.metric, found.direction,
                         search_mod.stored_trials(store, found.name, found.metric), summary, planner.answered,
                         planner.exhausted, time.monotonic() - t0)
+
+
+def _left_running(store, experiment: str) -> list[tuple]:
+    """(run, sweep record) of an experiment's runs that a dead coordinator's Slurm jobs
+    still train, after writing what its jobs already finished (``ablate collect``)."""
+    from ablate.executors import slurm
+    from ablate.store import owner_alive
+
+    exp = store.experiment(experiment)
+    if exp is None:
+        return []
+    ids = store.experiment_run_ids(exp.id)
+    slurm.collect_runs(store, ids)  # trials whose jobs ended while no coordinator watched
+    running = slurm.slurm_runs(store, ids)
+    records = store.sweeps(r.owner for r in running)
+    return [(r, records[r.owner]) for r in running
+            if r.owner in records and r.job_id and owner_alive(records[r.owner].get("coordinator")) is False]
 
 
 @dataclass

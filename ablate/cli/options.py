@@ -21,6 +21,13 @@ CpuOpt = Annotated[bool, typer.Option("--cpu", help="Ignore GPUs and run on the 
 WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Folder for run logs and checkpoints.")]
 PerGpuOpt = Annotated[str, typer.Option("--per-gpu", help="Runs sharing one GPU: a number, or 'auto' (by measured memory).")]
 WarmOpt = Annotated[bool, typer.Option(help="Reuse worker processes and their parsed dataset across runs (--no-warm: a fresh process per run).")]
+# Where runs execute on a cluster: the same options on run and search.
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where runs execute: local, or slurm (job arrays through submitit).")]
+PartitionOpt = Annotated[Optional[str], typer.Option(help="Slurm partition (--executor slurm).")]
+GpusPerJobOpt = Annotated[int, typer.Option("--gpus-per-job", help="GPUs per Slurm job; --per-gpu runs share each (0: CPU jobs).")]
+TimeOpt = Annotated[str, typer.Option("--time", help="Slurm time limit per job, [D-]HH:MM:SS.")]
+ArrayParallelismOpt = Annotated[Optional[int], typer.Option("--array-parallelism", help="Slurm jobs of the array running at once.")]
+SlurmFolderOpt = Annotated[Optional[Path], typer.Option("--slurm-folder", help="Shared folder for job files and results (default: WORKDIR/slurm).")]
 OverrideOpt = Annotated[
     Optional[list[str]],
     typer.Option("--override", "-o", help="key=value applied to every run (YAML value: 1e-7, [10,20], true).", show_default=False),
@@ -49,6 +56,25 @@ def local_options(gpus: str | None, per_gpu: str, jobs: int | None, cpu: bool, w
     from ablate.api import Local
 
     return Local(gpus=gpus, per_gpu=per_gpu, jobs=jobs, cpu=cpu, warm=warm, mps=mps)
+
+
+def where_options(executor: str, *, gpus: str | None = None, per_gpu: str = "1", jobs: int | None = None,
+                  cpu: bool = False, warm: bool = True, mps: bool = False, partition: str | None = None,
+                  gpus_per_job: int = 1, time: str = "4:00:00", array_parallelism: int | None = None,
+                  slurm_folder: Path | None = None, wait: bool = True):
+    """``--executor`` and the options that go with it as the API's :class:`ablate.api.Local`
+    or :class:`ablate.api.Slurm`, checked once."""
+    from ablate.api import Slurm
+    from ablate.errors import OptionError
+
+    if executor == "slurm":
+        if mps:
+            raise OptionError("mps", "is for runs on this machine's GPUs (--executor local)")
+        return Slurm(partition=partition, gpus_per_job=gpus_per_job, per_gpu=per_gpu, time=time,
+                     array_parallelism=array_parallelism, folder=slurm_folder, wait=wait)
+    if executor == "local":
+        return local_options(gpus, per_gpu, jobs, cpu, warm=warm, mps=mps)
+    raise OptionError("executor", f"expects local or slurm, got {executor!r}")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -9,10 +9,10 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import (
-    CpuOpt, DB_DEFAULT, DbOpt, GpusOpt, JobsOpt, OverrideOpt, PerGpuOpt, SpecArg, WarmOpt, WorkdirOpt, local_options,
-    parse_duration, parse_log_every, parse_overrides,
+    ArrayParallelismOpt, CpuOpt, DB_DEFAULT, DbOpt, ExecutorOpt, GpusOpt, GpusPerJobOpt, JobsOpt, OverrideOpt,
+    PartitionOpt, PerGpuOpt, SlurmFolderOpt, SpecArg, TimeOpt, WarmOpt, WorkdirOpt, parse_duration, parse_log_every,
+    parse_overrides, where_options,
 )
-from ablate.errors import OptionError
 
 
 def print_plan(plan, console) -> None:
@@ -50,12 +50,12 @@ def run_cmd(
     workdir: WorkdirOpt = None,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep each run's best checkpoint.")] = False,
     warm: WarmOpt = True,
-    executor_kind: Annotated[str, typer.Option("--executor", help="Where runs execute: local, or slurm (job arrays through submitit).")] = "local",
-    partition: Annotated[Optional[str], typer.Option(help="Slurm partition (--executor slurm).")] = None,
-    gpus_per_job: Annotated[int, typer.Option("--gpus-per-job", help="GPUs per Slurm job; --per-gpu runs share each (0: CPU jobs).")] = 1,
-    time_limit: Annotated[str, typer.Option("--time", help="Slurm time limit per job, [D-]HH:MM:SS.")] = "4:00:00",
-    array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", help="Slurm jobs of the array running at once.")] = None,
-    slurm_folder: Annotated[Optional[Path], typer.Option("--slurm-folder", help="Shared folder for job files and results (default: WORKDIR/slurm).")] = None,
+    executor_kind: ExecutorOpt = "local",
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusPerJobOpt = 1,
+    time_limit: TimeOpt = "4:00:00",
+    array_parallelism: ArrayParallelismOpt = None,
+    slurm_folder: SlurmFolderOpt = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit and return; ablate collect gathers results later.")] = False,
     mps: Annotated[bool, typer.Option("--mps", help="Runs packed on a GPU share it through a private CUDA MPS daemon, so their kernels run at once.")] = False,
     fuse: Annotated[str, typer.Option("--fuse", help="Train runs of one graph backbone and data side by side in one worker, one wide propagation for all: auto (up to 8), off, or a group size. Each run keeps its own numbers.")] = "off",
@@ -70,17 +70,9 @@ def run_cmd(
     if dry_run:
         print_plan(api.plan(spec_path, overrides=overrides, db=db, fuse=fuse, fetch=fetch, console=console), console)
         return 0
-    if executor_kind == "slurm":
-        on = api.Slurm(partition=partition, gpus_per_job=gpus_per_job, per_gpu=per_gpu, time=time_limit,
-                       array_parallelism=array_parallelism, folder=slurm_folder, wait=not no_wait)
-        if mps:
-            raise OptionError("mps", "is for runs on this machine's GPUs (--executor local)")
-    elif executor_kind == "local":
-        on = local_options(gpus, per_gpu, jobs, cpu, warm=warm, mps=mps)
-    else:
-        raise OptionError("executor", f"expects local or slurm, got {executor_kind!r}")
-    if str(fuse).strip().lower() != "off" and executor_kind != "local":
-        raise OptionError("fuse", "is for runs on this machine (--executor local)")
+    on = where_options(executor_kind, gpus=gpus, per_gpu=per_gpu, jobs=jobs, cpu=cpu, warm=warm, mps=mps,
+                       partition=partition, gpus_per_job=gpus_per_job, time=time_limit,
+                       array_parallelism=array_parallelism, slurm_folder=slurm_folder, wait=not no_wait)
     epochs, seconds = parse_log_every(log_every)
     result = api.run(spec_path, db=db, overrides=overrides, on=on, fuse=fuse, force=force, timeout=timeout,
                      stall_timeout=parse_duration(stall_timeout, "--stall-timeout", allow_off=True),

@@ -15,8 +15,9 @@ import typer
 
 from ablate.cli._app import app
 from ablate.cli.options import (
-    CpuOpt, DB_DEFAULT, DbOpt, GpusOpt, JobsOpt, OverrideOpt, PerGpuOpt, SpecArg, WorkdirOpt, local_options,
-    parse_overrides,
+    ArrayParallelismOpt, CpuOpt, DB_DEFAULT, DbOpt, ExecutorOpt, GpusOpt, GpusPerJobOpt, JobsOpt, OverrideOpt,
+    PartitionOpt, PerGpuOpt, SlurmFolderOpt, SpecArg, TimeOpt, WorkdirOpt, local_options, parse_overrides,
+    where_options,
 )
 from ablate.errors import UsageError
 
@@ -35,6 +36,12 @@ def search_cmd(
     workdir: WorkdirOpt = None,
     rerun_best: Annotated[bool, typer.Option("--rerun-best", help="Train the best trial again with --seeds instead of searching.")] = False,
     seeds: Annotated[Optional[str], typer.Option(help="With --rerun-best: seeds, e.g. 2021,2022.")] = None,
+    executor_kind: ExecutorOpt = "local",
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusPerJobOpt = 1,
+    time_limit: TimeOpt = "4:00:00",
+    array_parallelism: ArrayParallelismOpt = None,
+    slurm_folder: SlurmFolderOpt = None,
 ) -> int:
     """Tune a spec's search: block with Optuna (TPE by default), pruning on per-epoch valid scores."""
     from ablate import api
@@ -43,14 +50,19 @@ def search_cmd(
     api.search_plan(spec_path, overrides=overrides)  # a bad search block is reported before any option
     if seeds is not None and not rerun_best:
         raise UsageError("--seeds goes with --rerun-best")
-    on = local_options(gpus, per_gpu, jobs, cpu)
     if rerun_best:
-        return _rerun_best(spec_path, db, overrides, on, timeout, workdir, seeds)
+        return _rerun_best(spec_path, db, overrides, local_options(gpus, per_gpu, jobs, cpu), timeout, workdir, seeds)
+    on = where_options(executor_kind, gpus=gpus, per_gpu=per_gpu, jobs=jobs, cpu=cpu, partition=partition,
+                       gpus_per_job=gpus_per_job, time=time_limit, array_parallelism=array_parallelism,
+                       slurm_folder=slurm_folder)
 
     def announce(found, planner, slots):
-        stored = len(planner.runs) - len(planner.pending)
+        stored = len(planner.runs) - len(planner.pending) - len(planner.adopted)
+        where = f"on {len(slots)} slot(s)" if executor_kind == "local" else "on Slurm"
         typer.echo(f"{found.name}: {planner.budget} trials of {found.row} by valid {found.metric} ({found.direction}), "
-                   f"{stored} stored, {len(planner.pending)} to finish, on {len(slots)} slot(s)")
+                   f"{stored} stored, {len(planner.pending)} to finish"
+                   + (f", {len(planner.adopted)} still training in Slurm jobs (adopted)" if planner.adopted else "")
+                   + f", {where}")
 
     from ablate.progress import duration
 

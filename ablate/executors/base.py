@@ -40,6 +40,11 @@ class Executor(ABC):
         search``): ``stop`` ends it there as ``pruned``. Only the local executor can."""
         raise NotImplementedError(f"the {self.name} executor cannot stop a run after an epoch")
 
+    def adopt(self, run, task, record: dict) -> None:
+        """Watch a run another coordinator started and left running (its cluster job goes
+        on). Only an executor whose runs outlive their coordinator can."""
+        raise NotImplementedError(f"the {self.name} executor cannot adopt another coordinator's runs")
+
     def shrink(self, gpu) -> bool:
         """Run one task fewer on ``gpu`` from now on (after an out-of-memory error).
         Returns False where there is nothing to shrink."""

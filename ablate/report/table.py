@@ -251,18 +251,22 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
     for m in metrics:
         _rank(rows, m, shown[m])
     best = {m: _best_row(rows, m) for m in metrics}
+    by_name = {r.name: r for r in rows}
     verdict = judge_mod.judge(frame, metrics, baseline if base_row is not None else None, best,
                               per_user=per_user or {}, test=test, correction=correction, alpha=alpha, ties=ties,
                               ci=ci, n_resamples=n_resamples)
-    for row in rows:
-        for m in metrics:
-            c, key = row.cells.get(m), (row.name, m)
-            if c is None:
-                continue
-            c.p, c.p_adjusted = verdict.p.get(key), verdict.p_adjusted.get(key)
-            c.sig, c.tie, c.ci = verdict.sig.get(key, ""), verdict.tie.get(key), verdict.ci.get(key)
-            if not delta and c.ci is None:
-                c.delta = None  # Δ in every cell only when asked; with --ci, beside each interval
+    for (name, m), (p, adjusted, mark) in verdict.tests.items():
+        c = by_name[name].cells[m]
+        c.p, c.p_adjusted, c.sig = p, adjusted, mark
+    for (name, m), tie in verdict.tie.items():
+        by_name[name].cells[m].tie = tie
+    for (name, m), interval in verdict.ci.items():
+        by_name[name].cells[m].ci = interval
+    if ci and not delta:  # Δ in every cell only when asked; with --ci, beside each interval
+        for row in rows:
+            for c in row.cells.values():
+                if c.ci is None:
+                    c.delta = None
     if sort is not None:
         key = sort.lower()
         lower = key.split("@")[0] in LOWER_IS_BETTER

@@ -251,3 +251,11 @@ def test_report_of_real_runs(real_db, tmp_path):
     assert l1.count("<svg") == 1 and "valid_score" in l1
     prov = next(t for tag, a, t in texts if tag == "table" and a.get("class") == "provenance")
     assert "recbole=1.2.1" in prov and sorted(re.findall(r"#(\d+)", prov)) == ["1", "2", "3", "4"]
+    # the test and the intervals, as --md --ci says them
+    notes = [t for tag, a, t in texts if tag == "p" and "test-note" in (a.get("class") or "")]
+    md = cli("table", spec, "--db", db, "--md", "--ci")
+    assert notes and all(n in md.replace("\\", "") for n in notes), (notes, md)
+    assert any("paired t-test over 943 users (seeds 2020, 2021" in n for n in notes)
+    assert any("95% CI of Δ: paired bootstrap over users, 10,000 resamples" in n for n in notes)
+    deltas = [t for tag, a, t in texts if tag == "span" and a.get("class") == "delta"]
+    assert deltas and all(re.fullmatch(r"\([+-]\d+\.\d%\s\[[+-]\d+\.\d, [+-]\d+\.\d\]\)", d) for d in deltas), deltas

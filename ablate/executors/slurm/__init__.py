@@ -32,7 +32,7 @@ scheduler), :mod:`.collect` (``collect``, ``cancel``, ``status`` after the fact)
 
 from ablate.executors.slurm.collect import CollectSummary, cancel_runs, collect_runs, running_job_states, slurm_runs
 from ablate.executors.slurm.executor import (
-    CLUSTER_ENV, CLUSTERS, GRACE_SECONDS, OWNER_PREFIX, SlurmExecutor, check_options, cluster_from_env, default_folder,
+    CLUSTER_ENV, CLUSTERS, GRACE_SECONDS, OWNER_PREFIX, SlurmExecutor, cluster_from_env, default_folder,
     parse_time, submit_pending,
 )
 from ablate.executors.slurm.files import ACTIVE_STATES, ended_event, events_path, job_states, read_events
@@ -40,7 +40,7 @@ from ablate.executors.slurm.jobs import run_job
 
 __all__ = [
     "ACTIVE_STATES", "CLUSTERS", "CLUSTER_ENV", "CollectSummary", "GRACE_SECONDS", "OWNER_PREFIX", "SlurmExecutor",
-    "cancel_runs", "check_options", "cluster_from_env", "collect_runs", "default_folder", "ended_event",
+    "cancel_runs", "cluster_from_env", "collect_runs", "default_folder", "ended_event",
     "events_path", "job_states", "parse_time", "read_events", "run_job", "running_job_states", "slurm_runs",
     "submit_pending",
 ]

@@ -17,6 +17,8 @@ kind and coordinator are kept in the store (:meth:`ablate.store.Store.save_sweep
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import time
@@ -29,7 +31,7 @@ from ablate.errors import OptionError, UsageError
 from ablate.executors.base import Executor
 from ablate.executors.slurm.files import ACTIVE_STATES, cancel_job, ended_event, events_path, job_states, read_events
 from ablate.executors.slurm.jobs import run_job
-from ablate.messages import Task, make_task
+from ablate.messages import Task, Work, ended, make_task
 
 OWNER_PREFIX = "slurm:"
 CLUSTERS = ("slurm", "local", "auto")
@@ -40,12 +42,17 @@ GRACE_SECONDS = {"slurm": 30.0, "auto": 30.0, "local": 0.0}  # shared file syste
 @dataclass
 class _Tracked:
     task: dict
+    unit: int  # what the run was submitted in: itself, or its fused group (one array element)
     job_id: str | None = None
     job: Any = field(default=None, repr=False)
     path: Path | None = None
+    folder: Path | None = None  # the shared folder of its job's files (an adopted run's: its sweep's)
+    cluster: str | None = None
     offset: int = 0
     finished: bool = False
     dead_since: float | None = None
+    attempt: int = 0  # the job's restart count, from its latest header line
+    valid_epoch: int | None = None  # the epoch of the last valid event read
 
 
 class SlurmExecutor(Executor):
@@ -75,6 +82,8 @@ class SlurmExecutor(Executor):
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self.owner = OWNER_PREFIX + self.sweep_id
         self.grace_s = GRACE_SECONDS[cluster] if grace_s is None else grace_s
+        self.peak_mb: float | None = None  # a fused group's hint: the largest stored peak of such runs
+        self._units = 0
         self._buffer: list[dict] = []
         self._runs: dict[int, _Tracked] = {}
         self._pending: list[dict] = []
@@ -107,29 +116,39 @@ class SlurmExecutor(Executor):
         return {"folder": str(self.folder), "cluster": self.cluster, "coordinator": make_owner(), "wait": self.wait,
                 "git": self.git, "partition": self.partition}
 
+    def _item(self, work: dict) -> dict:
+        """One array element's payload: a task, or a group of tasks, with where the job
+        writes each run's events."""
+        def place(t):
+            return dict(t, events_dir=str(self.folder / str(t["run_id"])), use_gpu=self.gpus_per_job > 0)
+
+        if "members" in work:
+            return {"members": [place(t) for t in work["members"]], "peak_mb": self.peak_mb}
+        return place(work)
+
     def flush(self) -> list[str]:
-        """Submit the buffered tasks as one job array, ``runs_per_job`` runs per job."""
+        """Submit the buffered work (runs and fused groups) as one job array,
+        ``runs_per_job`` items per job."""
         if not self._buffer:
             return []
-        tasks, self._buffer = self._buffer, []
+        units, self._buffer = self._buffer, []
         if self.store is not None and not self._recorded:
             self.store.save_sweep(self.owner, self.record())
             self._recorded = True
-        chunks = [tasks[i:i + self.runs_per_job] for i in range(0, len(tasks), self.runs_per_job)]
-        payload = [[dict(t, events_dir=str(self.folder / str(t["run_id"])), use_gpu=self.gpus_per_job > 0) for t in c]
-                   for c in chunks]
+        chunks = [units[i:i + self.runs_per_job] for i in range(0, len(units), self.runs_per_job)]
+        payload = [[self._item(w) for w in c] for c in chunks]
         try:
             jobs = self._executor().map_array(run_job, payload)
         except Exception as err:  # noqa: BLE001 - sbatch refused (bad partition, quota): the runs' result
             message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
-            for t in tasks:
-                self._runs[t["run_id"]].finished = True
-                self._pending.append({"type": "finished", "run_id": t["run_id"], "status": "failed",
-                                      "error": f"job submission failed: {message}"})
+            for w in units:
+                for t in _tasks(w):
+                    self._runs[t["run_id"]].finished = True
+                    self._pending.append(ended(t["run_id"], "failed", f"job submission failed: {message}"))
             return []
         ids = {}
         for chunk, job in zip(chunks, jobs):
-            for t in chunk:
+            for t in (t for w in chunk for t in _tasks(w)):
                 tr = self._runs[t["run_id"]]
                 tr.job, tr.job_id = job, str(job.job_id)
                 tr.path = events_path(self.folder, t["run_id"], tr.job_id)
@@ -141,7 +160,8 @@ class SlurmExecutor(Executor):
     # -------------------------------------------------------------- interface
 
     def _active(self) -> int:
-        return sum(1 for tr in self._runs.values() if not tr.finished)
+        """Items (runs, or fused groups) not finished."""
+        return len({tr.unit for tr in self._runs.values() if not tr.finished})
 
     def capacity(self) -> int:
         # On Slurm the whole array goes in at once and Slurm applies %K; submitit's local
@@ -150,12 +170,48 @@ class SlurmExecutor(Executor):
             return max(0, (self.array_parallelism or 1) * self.runs_per_job - self._active())
         return 1_000_000
 
-    def submit(self, task: Task) -> None:
-        self._runs[task["run_id"]] = _Tracked(task=task)
-        self._buffer.append(task)
+    def submit(self, work: Work) -> None:
+        """Buffer a task or a fused group (``{"members": [...]}``, one array element whose
+        runs train side by side); the next :meth:`poll` submits the buffer as one array."""
+        self._units += 1
+        for t in _tasks(work):
+            self._runs[t["run_id"]] = _Tracked(task=t, unit=self._units, folder=self.folder, cluster=self.cluster)
+        self._buffer.append(work)
+
+    def adopt(self, run, task: Task, record: dict) -> None:
+        """Watch a run that another coordinator's sweep submitted and left running (that
+        coordinator died): read its job's events file and answer its verdicts, as if this
+        executor had submitted it. ``record`` is that sweep's record in the store."""
+        self._units += 1
+        folder = Path(record["folder"])
+        self._runs[run.id] = _Tracked(task=task, unit=self._units, job_id=run.job_id, folder=folder,
+                                      cluster=record.get("cluster", self.cluster),
+                                      path=events_path(folder, run.id, run.job_id) if run.job_id else None)
+
+    def answer(self, run_id: int, stop: bool) -> None:
+        """A search trial's verdict on its last valid score: a file its job waits for in the
+        shared folder (:func:`ablate.executors.slurm.jobs._file_verdicts`), written whole
+        (a temporary file renamed) so the job never reads half of it."""
+        tr = self._runs.get(run_id)
+        if tr is None or tr.finished or tr.valid_epoch is None or not tr.job_id:
+            return
+        path = Path(tr.folder) / str(run_id) / f"verdict.{tr.job_id}.{tr.attempt}.{tr.valid_epoch}"
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"stop": bool(stop)}), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _beat(self) -> None:
+        """Touch the folders' heartbeat files: a job waiting for a verdict waits only while
+        a coordinator is alive."""
+        from ablate.executors.slurm.jobs import HEARTBEAT_FILE
+
+        for folder in {tr.folder for tr in self._runs.values() if not tr.finished and tr.task.get("verdicts")}:
+            with contextlib.suppress(OSError):
+                (Path(folder) / HEARTBEAT_FILE).touch()
 
     def poll(self, timeout: float) -> list[dict]:
         self.flush()
+        self._beat()
         events, self._pending = self._pending, []
         for rid, tr in self._runs.items():
             if not tr.finished and tr.path is not None:
@@ -169,24 +225,34 @@ class SlurmExecutor(Executor):
         new, tr.offset = read_events(tr.path, tr.offset)
         out = []
         for ev in new:
-            if ev.get("type") == "job" or ev.get("run_id") != tr.task["run_id"]:
+            if ev.get("run_id") != tr.task["run_id"]:
+                continue
+            if ev.get("type") == "job":
+                tr.attempt = int(ev.get("attempt") or 0)
                 continue
             ev["job_id"] = tr.job_id
+            if ev.get("type") == "valid":
+                tr.valid_epoch = ev.get("epoch")
             if ev.get("type") == "finished":
                 tr.finished = True
             out.append(ev)
         return out
 
     def _check_jobs(self) -> list[dict]:
-        live = {rid: tr for rid, tr in self._runs.items() if not tr.finished and tr.job is not None}
+        live = {rid: tr for rid, tr in self._runs.items() if not tr.finished and tr.job_id is not None}
         if not live:
             return []
         now = time.monotonic()
         refresh = now - self._last_sacct >= self.sacct_every
         if refresh:
             self._last_sacct = now
-        states = job_states(self.cluster, self.folder, [tr.job_id for tr in live.values()],
-                            {tr.job_id: tr.job for tr in live.values()}, refresh=refresh)
+        states: dict[str, str] = {}
+        by_folder: dict[tuple, list[_Tracked]] = {}
+        for tr in live.values():
+            by_folder.setdefault((tr.cluster, str(tr.folder)), []).append(tr)
+        for (cluster, folder), trs in by_folder.items():
+            states.update(job_states(cluster, Path(folder), [tr.job_id for tr in trs],
+                                     {tr.job_id: tr.job for tr in trs if tr.job is not None}, refresh=refresh))
         out = []
         for rid, tr in live.items():
             state = states.get(tr.job_id, "UNKNOWN")
@@ -206,22 +272,35 @@ class SlurmExecutor(Executor):
         tr = self._runs.get(run_id)
         if tr is None or tr.finished:
             return
-        if tr.task in self._buffer:
-            self._buffer.remove(tr.task)
-        elif tr.job is not None:
-            cancel_job(self.cluster, self.folder, tr.job_id, tr.job)  # packed runs of that job end as interrupted
+        queued = next((w for w in self._buffer if tr.task in _tasks(w)), None)
+        if queued is not None:  # not submitted yet: the run leaves its group, the others go on
+            if "members" in queued and len(queued["members"]) > 1:
+                queued["members"] = [t for t in queued["members"] if t is not tr.task]
+            else:
+                self._buffer.remove(queued)
+        elif tr.job_id is not None:
+            # the job's other runs (packed, or fused with it) end interrupted, as its job ends
+            cancel_job(tr.cluster or self.cluster, tr.folder or self.folder, tr.job_id, tr.job)
         tr.finished = True
         self._pending.append({"type": "finished", "run_id": run_id, "status": status, "error": error, "job_id": tr.job_id})
 
     def shutdown(self, kill: bool = False) -> None:
-        if not kill:
-            return
-        self._buffer.clear()
-        seen = set()
+        """With ``kill``, cancel the jobs of unfinished runs. Either way let go of
+        submitit's job objects now: one still alive when the interpreter exits prints a
+        traceback from its ``__del__`` (submitit's local jobs)."""
+        if kill:
+            self._buffer.clear()
+            seen = set()
+            for tr in self._runs.values():
+                if not tr.finished and tr.job_id is not None and tr.job_id not in seen:
+                    seen.add(tr.job_id)
+                    cancel_job(tr.cluster or self.cluster, tr.folder or self.folder, tr.job_id, tr.job)
         for tr in self._runs.values():
-            if not tr.finished and tr.job is not None and tr.job_id not in seen:
-                seen.add(tr.job_id)
-                cancel_job(self.cluster, self.folder, tr.job_id, tr.job)
+            tr.job = None
+        self._submitit = None
+        import gc
+
+        gc.collect()
 
     def job_ids(self) -> dict[int, str]:
         return {rid: tr.job_id for rid, tr in self._runs.items() if tr.job_id}
@@ -262,35 +341,28 @@ def parse_time(value: str) -> int:
     return minutes
 
 
-def check_options(time_limit: str, per_gpu: str, gpus_per_job: int, array_parallelism: int | None) -> None:
-    """Every ``ablate run --executor slurm`` option error, before the store is touched."""
-    parse_time(time_limit)
-    if per_gpu != "auto" and (not str(per_gpu).isdigit() or int(per_gpu) < 1):
-        raise OptionError("per_gpu", f"expects a number of runs per job and GPU, got {per_gpu!r}")
-    if gpus_per_job < 0:
-        raise OptionError("gpus_per_job", "must be 0 or more")
-    if array_parallelism is not None and array_parallelism < 1:
-        raise OptionError("array_parallelism", "must be at least 1")
-    cluster_from_env()
-
-
 def default_folder(workdir: Path) -> Path:
     return Path(workdir) / "slurm"
 
 
 def submit_pending(store, run_ids: list[int], executor: SlurmExecutor, workdir: Path,
-                   keep_checkpoints: bool = False) -> tuple[dict[int, str], list[str]]:
-    """``--no-wait``: claim every pending run and submit them as one array.
+                   keep_checkpoints: bool = False, fuse: int = 1) -> tuple[dict[int, str], list[str]]:
+    """``--no-wait``: claim every pending run (and, with ``fuse`` > 1, its partners in a
+    fused group) and submit them as one array.
 
     Returns ``{run id: job id}`` and the errors of submissions that Slurm refused (those
     runs are recorded ``failed`` at once: no coordinator will collect them)."""
+    from ablate.sharing import Partners
     from ablate.store import Status
 
+    partners = Partners(store, run_ids, executor.owner, fuse)
     while True:
         run = store.claim(run_ids, executor.owner)
         if run is None:
             break
-        executor.submit(make_task(run, workdir, keep_checkpoints))
+        runs = [run, *partners.claim(run)]
+        tasks = [make_task(r, workdir, keep_checkpoints) for r in runs]
+        executor.submit(tasks[0] if len(tasks) == 1 else {"members": tasks})
     executor.flush()
     refused, executor._pending = executor._pending, []
     for ev in refused:
@@ -298,7 +370,5 @@ def submit_pending(store, run_ids: list[int], executor: SlurmExecutor, workdir: 
     return executor.job_ids(), sorted({ev.get("error", "") for ev in refused})
 
 
-def _span(ids: list[str]) -> str:
-    if len(ids) <= 4:
-        return ", ".join(ids)
-    return f"{ids[0]} … {ids[-1]}"
+def _tasks(work: Work) -> list[Task]:
+    return work["members"] if "members" in work else [work]
