@@ -2,7 +2,7 @@
 --fuse off`` (each run trains alone, one after another on one slot: today's ``ablate run``),
 (b) ``ablate run --fuse N`` (the runs side by side in one worker, one wide propagation per
 layer). Prints both wall times, the throughput ratio, and whether every stored metric of
-every run is equal.
+every run is equal at full precision.
 
     python bench/fused.py                                   # 8 ml-100k LightGCN runs, 2 epochs
     python bench/fused.py --dataset ml-1m --runs 4 --epochs 1
@@ -15,15 +15,18 @@ data settings, embedding size and depth; with ``--models`` run i trains model i 
 ``--repeat`` alternates the two ways and keeps the minimum of each (noise on a shared
 machine only ever adds time).
 
-Each fused member is compared with its solo run: every valid and test metric and every
-per-epoch loss term. ``--tolerance exact`` (the default on the CPU) asks for equality;
-RecBole's LightGCN gathers rows with ``x[index]``, whose backward on a CPU with several
-threads is not bit-repeatable even run alone, so its differences are printed as the
-largest one and do not fail (ablate's models repeat bit for bit). ``--tolerance gpu``
-(the default with ``--device cuda``) allows what the GPU path is stated to give (one
-backward through one graph: float32 rounding; tests/perf/test_fused.py): metrics within
-1e-3, loss terms within 1e-4 relative. Exit code 1 if a run did not finish or a number
-is outside the tolerance. ``--json PATH`` writes the figures.
+Each fused member is compared with its solo run: every valid and test metric's unrounded
+mean (``metrics.exact``, not RecBole's value rounded to ``metric_decimal_place``), each
+user's values of them (``per_user``) and every per-epoch loss term; the largest
+difference of each is printed. ``--tolerance exact`` (the default on the CPU) asks for
+equality; RecBole's LightGCN gathers rows with ``x[index]``, whose backward on a CPU with
+several threads is not bit-repeatable even run alone, so its differences are printed and
+do not fail (ablate's models repeat bit for bit). ``--tolerance gpu`` (the default with
+``--device cuda``) allows what the GPU path is stated to give (one backward through one
+graph: float32 rounding; tests/perf/test_fused.py): metric means within 1e-3, loss terms
+within 1e-4 relative (per-user values, which move by whole hits, are shown only). Exit
+code 1 if a run did not finish, kept no full-precision metrics, or a number is outside
+the tolerance. ``--json PATH`` writes the figures.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -87,6 +91,7 @@ def main() -> int:
 
     times: dict[str, list[float]] = {"solo": [], "fused": []}
     stored: dict[str, dict] = {}
+    users: dict[str, dict] = {}
     losses: dict[str, dict] = {}
     devices: dict[str, list] = {}
     for rep in range(args.repeat):
@@ -100,6 +105,7 @@ def main() -> int:
                 print(str(err)[-1500:], flush=True)
             times[way].append(time.perf_counter() - t)
             stored[way] = c.stored_metrics(db) if db.exists() else {}
+            users[way] = stored_per_user(db) if db.exists() else {}
             losses[way], errors, devices[way] = stored_losses(db) if db.exists() else ({}, {}, [])
             for key, error in errors.items():
                 print(f"[{rep}] {way}: run {key} {stored[way][key]['status']}: {error}", flush=True)
@@ -107,7 +113,8 @@ def main() -> int:
                   f"{', '.join(sorted(set(devices[way])))}", flush=True)
 
     problems: list[str] = []
-    worst: dict[str, list[float]] = {}  # model -> [largest metric difference, largest relative loss-term difference]
+    # model -> [largest metric-mean difference, largest relative loss-term difference, largest per-user difference]
+    worst: dict[str, list[float]] = {}
     solo, fused = stored["solo"], stored["fused"]
     if not solo or len(fused) < len(solo):
         problems.append(f"{len(solo)} runs stored alone, {len(fused)} fused, of {args.runs}")
@@ -116,10 +123,21 @@ def main() -> int:
         if b is None or a["status"] != "done" or b["status"] != "done":
             problems.append(f"{key}: {a['status']} alone, {b and b['status']} fused")
             continue
-        w = worst.setdefault(a["model"], [0.0, 0.0])
+        w = worst.setdefault(a["model"], [0.0, 0.0, 0.0])
         for split in ("valid", "test"):
-            for name, value in a[split].items():
-                w[0] = max(w[0], abs(value - b[split].get(name, float("nan"))))
+            for name, value in a["exact"][split].items():
+                other = b["exact"][split].get(name)
+                if value is None or other is None:
+                    problems.append(f"{key}: {split} {name} not kept at full precision")
+                    continue
+                w[0] = max(w[0], abs(value - other))
+            ua, ub = users["solo"].get(key, {}).get(split), users["fused"].get(key, {}).get(split)
+            if ua is None or ub is None:
+                problems.append(f"{key}: no {split} per-user values")
+            elif ua.columns != ub.columns or not np.array_equal(ua.users, ub.users):
+                problems.append(f"{key}: {split} per-user values of other users or columns")
+            elif not ua.equals(ub):
+                w[2] = max(w[2], float(np.abs(ua.values.astype(np.float64) - ub.values).max()))
         ea, eb = losses["solo"].get(key, []), losses["fused"].get(key, [])
         if len(ea) != len(eb):
             problems.append(f"{key}: {len(ea)} epochs alone, {len(eb)} fused")
@@ -128,6 +146,7 @@ def main() -> int:
                 w[1] = max(w[1], abs(value - y.get(name, float("nan"))) / max(abs(value), 1e-12))
     worst_metric = max((w[0] for w in worst.values()), default=0.0)
     worst_loss = max((w[1] for w in worst.values()), default=0.0)
+    worst_user = max((w[2] for w in worst.values()), default=0.0)
     best_solo, best_fused = min(times["solo"]), min(times["fused"])
     print(f"solo  : {best_solo:7.1f} s  ({args.runs / best_solo * 60:.2f} runs/min)")
     print(f"fused : {best_fused:7.1f} s  ({args.runs / best_fused * 60:.2f} runs/min)")
@@ -135,15 +154,16 @@ def main() -> int:
     if tolerance == "gpu":
         within = worst_metric <= GPU_METRIC_TOL and worst_loss <= GPU_LOSS_REL_TOL
         verdict = (f"largest metric difference {worst_metric:.3g} (allowed {GPU_METRIC_TOL:g}), largest loss-term "
-                   f"difference {worst_loss:.3g} relative (allowed {GPU_LOSS_REL_TOL:g}): "
-                   f"{'within' if within else 'OUTSIDE'} the GPU path's tolerance")
+                   f"difference {worst_loss:.3g} relative (allowed {GPU_LOSS_REL_TOL:g}), largest per-user difference "
+                   f"{worst_user:.3g} (shown only): {'within' if within else 'OUTSIDE'} the GPU path's tolerance")
     else:
         # RecBole's LightGCN on several CPU threads differs from itself (see the docstring): shown, not failed
         unequal = sorted(m for m, w in worst.items() if any(w))
         within = all(m == "LightGCN" for m in unequal)
-        verdict = ("every metric and loss term of every run equal exactly" if not unequal else
-                   f"largest difference {worst_metric:.3g} in a metric, {worst_loss:.3g} relative in a loss term "
-                   f"({', '.join(unequal)})" + ("" if within else ": NOT equal"))
+        verdict = ("every metric (unrounded), per-user value and loss term of every run equal exactly" if not unequal
+                   else f"largest difference {worst_metric:.3g} in an unrounded metric, {worst_user:.3g} in a user's "
+                        f"value, {worst_loss:.3g} relative in a loss term ({', '.join(unequal)})"
+                        + ("" if within else ": NOT equal"))
     if problems:
         print("NOT all done:\n  " + "\n  ".join(problems))
     print("metrics: " + verdict)
@@ -151,11 +171,28 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({
             "runs": args.runs, "models": models, "dataset": args.dataset, "epochs": args.epochs, "device": args.device,
             "solo_s": best_solo, "fused_s": best_fused, "ratio": best_solo / best_fused, "tolerance": tolerance,
-            "max_metric_diff": worst_metric, "max_loss_rel_diff": worst_loss, "by_model": worst, "within_tolerance": within and not problems,
+            "max_metric_diff": worst_metric, "max_loss_rel_diff": worst_loss, "max_per_user_diff": worst_user,
+            "by_model": worst, "within_tolerance": within and not problems,
             "problems": problems, "devices": devices, "peak_mem_mb": {w: max((m["peak_mem_mb"] or 0) for m in stored[w].values())
                                                   if stored[w] else None for w in stored},
         }, indent=2))
     return 0 if within and not problems else 1
+
+
+def stored_per_user(db: Path) -> dict[str, dict]:
+    """run key -> split -> its :class:`ablate.peruser.PerUser` values."""
+    from ablate.peruser import decode
+    from ablate.store import Store
+
+    store = Store(str(db), create=False)
+    runs = store.runs()
+    out: dict[str, dict] = {}
+    for split in ("valid", "test"):
+        kept = store.per_user([r.id for r in runs], split)
+        for r in runs:
+            if r.id in kept:
+                out.setdefault(r.key, {})[split] = decode(kept[r.id])
+    return out
 
 
 def stored_losses(db: Path) -> tuple[dict[str, list[dict]], dict[str, str], list[str]]:

@@ -1,7 +1,7 @@
 """One run, two ways: a fresh ``tests/oracles/bare_recbole.py`` process vs ``ablate run`` of a
 one-run spec on a fresh database (coordinator, spawned worker, SQLite writes and all).
 Prints ablate's overhead in percent of the bare script's wall time (target <= 5%) and
-checks the metrics are identical.
+checks the metrics are identical (RecBole's values and the unrounded means behind them).
 
     python bench/overhead.py --repeat 3      # alternating; min of each is compared
 

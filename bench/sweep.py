@@ -1,7 +1,8 @@
 """The same ml-100k LightGCN sweep two ways, in one invocation: (a) a sequential loop of
 fresh ``tests/oracles/bare_recbole.py`` processes (what a researcher does today with one
 ``run_recbole`` per config), (b) ``ablate run`` on a fresh database. Prints both wall
-times and their ratio, and checks that both give the same metrics, run for run.
+times and their ratio, and checks that both give the same metrics, run for run: RecBole's
+values and the unrounded means behind them, bit for bit (``tests/oracles/recbole_runs.compare``).
 
     python bench/sweep.py                      # 12 runs, 2 epochs, ablate --jobs 2
     python bench/sweep.py --jobs 1,2 --repeat 2  # also compare 1 job x 2 threads
@@ -73,7 +74,7 @@ def main() -> int:
         print(f"ablate run --jobs {j or 'default':7s} : {best:7.1f} s   ratio {best / seq:.2f}x  "
               f"(per-repeat ratios {', '.join(f'{a / s:.2f}' for a, s in zip(ts, seq_times))})")
         summary[f"ratio_jobs_{j or 'default'}"] = best / seq
-    print("metrics: " + ("identical in every run (valid and test, 12 decimals)" if not problems else "DIFFER"))
+    print("metrics: " + ("identical in every run (valid and test, unrounded)" if not problems else "DIFFER"))
     for p in problems[:20]:
         print("  " + p)
     summary["metric_problems"] = problems

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test area: a tiny real spec and a database path.
+"""Fixtures shared by every test area: the tiny real spec and a database path.
 
 Keep this small and generic; an area's own fixtures go in ``tests/<area>/conftest.py``.
 """
@@ -9,27 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import gates  # tests/gates.py: the one CI gate
-
-# The smallest spec that trains and evaluates a real model on ml-100k (bundled with
-# RecBole). eval_batch_size is large on purpose: full-sort evaluation scores
-# eval_batch_size // n_items users per batch, and 4096 (two users a batch) makes one
-# evaluation of ml-100k take ~17 s instead of ~0.3 s on 2 cores.
-TINY_SPEC = """\
-name: tiny
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  BPR: {model: BPR}
-"""
+from tests import gates  # the one CI gate
+from tests.specs import write_tiny
 
 
 def _skip_reason(longrepr) -> str:
@@ -58,11 +39,21 @@ def pytest_make_collect_report(collector):
 
 
 @pytest.fixture
-def tiny_spec(tmp_path: Path) -> Path:
-    """A one-run ml-100k spec (BPR, 1 epoch, embedding 8): a few seconds of training."""
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_SPEC, encoding="utf-8")
-    return path
+def make_spec(tmp_path: Path):
+    """``make_spec(name="tiny", **parts) -> Path``: :func:`tests.specs.tiny_yaml` with
+    those parts, written to ``NAME.yaml`` in the test's folder."""
+
+    def make(name: str = "tiny", **parts) -> Path:
+        return write_tiny(tmp_path, name, **parts)
+
+    return make
+
+
+@pytest.fixture
+def tiny_spec(make_spec) -> Path:
+    """The tiny spec as it is (``tiny.yaml``): one BPR run, 1 epoch, embedding 8, a few
+    seconds of training."""
+    return make_spec()
 
 
 @pytest.fixture

@@ -13,24 +13,13 @@ from rich.console import Console
 import ablate.api as ab
 from ablate.errors import OptionError, UsageError
 
-SPEC = """\
-name: apitiny
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10, 20]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  BPR: {model: BPR}
-variants:
-  lr: {model: BPR, params: {learning_rate: 1.0e-5}}
-  same: {model: BPR, params: {stopping_step: 5}}  # another key, the same training in 1 epoch
-"""
+from tests.specs import tiny_yaml
+
+VARIANTS = {
+    "lr": {"model": "BPR", "params": {"learning_rate": 1.0e-5}},
+    "same": {"model": "BPR", "params": {"stopping_step": 5}},  # another key, the same training in 1 epoch
+}
+SPEC = tiny_yaml("apitiny", topk=[10, 20], variants=VARIANTS)
 
 QUIET = Console(quiet=True)
 
@@ -128,9 +117,9 @@ def test_run_refuses_bad_values_before_touching_the_store(tmp_path):
 
 def test_search_from_python(tmp_path):
     spec = tmp_path / "se.yaml"
-    spec.write_text(SPEC.replace("name: apitiny", "name: apise") + (
-        "search:\n  variant: lr\n  space:\n    learning_rate: {choice: [0.001, 0.01]}\n  objective: ndcg@10\n"
-        "  trials: 2\n  pruner: {kind: none}\n"))
+    spec.write_text(tiny_yaml("apise", topk=[10, 20], variants=VARIANTS, search={
+        "variant": "lr", "space": {"learning_rate": {"choice": [0.001, 0.01]}}, "objective": "ndcg@10", "trials": 2,
+        "pruner": {"kind": "none"}}))
     db = str(tmp_path / "s.db")
     found = ab.search_plan(spec)
     assert (found.row, found.metric, found.direction) == ("lr", "ndcg@10", "maximize")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gates
+from tests import gates
 
 ROOT = Path(__file__).parent.parent
 TESTS = [

@@ -5,7 +5,6 @@ member's values equal its solo run's, value for value."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from contextlib import closing
 
@@ -14,18 +13,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.peruser import decode
 
-BASE = """\
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-"""
+from tests.stored import full_metrics
 
 
 def _run(*args, env=None):
@@ -43,39 +31,35 @@ def _kept(db) -> dict[tuple[str, str], bytes]:
     return per_user
 
 
-def _spec(tmp_path, name, body):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\n" + BASE + body)
-    return path
-
-
-def test_fused_members_keep_what_their_solo_runs_keep(tmp_path):
-    body = "variants:\n  a: {model: LightGCN}\n  b: {model: LightGCN, params: {n_layers: 1}}\n"
-    spec = _spec(tmp_path, "fz", body)
+def test_fused_members_keep_what_their_solo_runs_keep(tmp_path, make_spec):
+    spec = make_spec("fz", baselines=None,
+                     variants={"a": {"model": "LightGCN"}, "b": {"model": "LightGCN", "params": {"n_layers": 1}}})
     _run("run", spec, "--db", tmp_path / "solo.db", "--jobs", "1", "--cpu")
     _run("run", spec, "--db", tmp_path / "fused.db", "--jobs", "1", "--cpu", "--fuse", "2")
     solo, fused = _kept(tmp_path / "solo.db"), _kept(tmp_path / "fused.db")
     assert set(fused) == {(r, s) for r in ("a", "b") for s in ("valid", "test")}
     for key in solo:
         assert decode(fused[key]).equals(decode(solo[key])), key
+    assert full_metrics(tmp_path / "fused.db") == full_metrics(tmp_path / "solo.db")  # the unrounded means too
     with closing(sqlite3.connect(tmp_path / "fused.db")) as c:
         assert {d for (d,) in c.execute("SELECT device FROM runs")} == {"cpu+fused2"}
 
 
-def test_slurm_jobs_send_them_through_their_events_files(tmp_path):
-    spec = _spec(tmp_path, "sl", "baselines:\n  BPR: {model: BPR}\n")
+def test_slurm_jobs_send_them_through_their_events_files(tmp_path, make_spec):
+    spec = make_spec("sl")
     env = {"ABLATE_SUBMITIT_CLUSTER": "local"}
     _run("run", spec, "--db", tmp_path / "s.db", "--executor", "slurm", "--gpus-per-job", "0", env=env)
     _run("run", spec, "--db", tmp_path / "l.db", "--jobs", "1")
     slurm, local = _kept(tmp_path / "s.db"), _kept(tmp_path / "l.db")
     assert set(slurm) == {("BPR", "valid"), ("BPR", "test")}
     assert all(decode(slurm[k]).equals(decode(local[k])) for k in slurm)
+    assert full_metrics(tmp_path / "s.db") == full_metrics(tmp_path / "l.db")  # the unrounded means too
 
 
-def test_search_trials_and_reruns_keep_them(tmp_path):
-    body = ("variants:\n  bpr: {model: BPR}\nsearch:\n  space:\n    learning_rate: {choice: [0.001, 0.01]}\n"
-            "  objective: ndcg@10\n  trials: 2\n  pruner: {kind: none}\n")
-    spec = _spec(tmp_path, "se", body)
+def test_search_trials_and_reruns_keep_them(tmp_path, make_spec):
+    spec = make_spec("se", baselines=None, variants={"bpr": {"model": "BPR"}}, search={
+        "space": {"learning_rate": {"choice": [0.001, 0.01]}}, "objective": "ndcg@10", "trials": 2,
+        "pruner": {"kind": "none"}})
     db = tmp_path / "se.db"
     _run("search", spec, "--db", db, "--jobs", "1")
     with closing(sqlite3.connect(db)) as c:

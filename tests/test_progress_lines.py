@@ -20,28 +20,12 @@ from ablate.cli import app
 from ablate.cli.options import parse_duration, parse_log_every
 from ablate.progress import SweepView
 
-SPEC = """\
-name: logged
-base:
-  dataset: ml-100k
-  epochs: 3
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  SimGCL: {model: SimGCL}
-  BPR: {model: BPR}
-"""
+ROWS = {"SimGCL": {"model": "SimGCL"}, "BPR": {"model": "BPR"}}
 DURATION = r"(\d+s|\d+m\d\ds|\d+h\d\dm)"
 
 
-def test_a_piped_run_prints_a_plain_line_per_run_and_epoch(tmp_path: Path):
-    spec = tmp_path / "logged.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+def test_a_piped_run_prints_a_plain_line_per_run_and_epoch(tmp_path: Path, make_spec):
+    spec = make_spec("logged", epochs=3, baselines=ROWS)
     db = tmp_path / "results.db"
     env = dict(os.environ, COLUMNS="60")  # a narrow log: lines must still not wrap or be cut
     res = subprocess.run([sys.executable, "-m", "ablate", "run", str(spec), "--db", str(db), "--jobs", "2",
@@ -122,9 +106,8 @@ def test_log_every_and_stall_timeout_values():
     assert parse_duration("off", "--stall-timeout", allow_off=True) is None
 
 
-def test_bad_values_are_one_line_errors(tmp_path: Path):
-    spec = tmp_path / "logged.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+def test_bad_values_are_one_line_errors(tmp_path: Path, make_spec):
+    spec = make_spec("logged", epochs=3, baselines=ROWS)
     db = str(tmp_path / "results.db")
     for option, value, message in (
         ("--log-every", "5 minutes", "--log-every expects epochs and/or a duration, e.g. 5ep, 60s or 10ep,2m, or off; got '5 minutes'"),

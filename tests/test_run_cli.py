@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import textwrap
 from contextlib import closing
 
 import pytest
@@ -14,18 +13,16 @@ from ablate.cli import app
 from ablate.devices import make_slots
 from ablate.errors import UsageError
 
-TINY = """\
-name: tiny
-base:
-  dataset: ml-100k
-  epochs: 2
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 40960
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-"""
+from tests.specs import line_of, tiny_yaml
+
+
+def tiny(name: str = "tiny", **parts) -> str:
+    """The tiny spec as these tests train it: 2 epochs, eval batches of 40960, no seeds
+    list (the spec's default, 2020), and the rows each test names."""
+    return tiny_yaml(name, **{"epochs": 2, "eval_batch_size": 40960, "seeds": None, "baselines": None, **parts})
+
+
+V = {"v": {"model": "LightGCN"}}
 
 runner = CliRunner()
 
@@ -39,14 +36,11 @@ def sweep(tmp_path_factory):
     """One real sweep: a good run, a diverging run (NaN), a crashing run, another good run."""
     d = tmp_path_factory.mktemp("sweep")
     spec = d / "tiny.yaml"
-    spec.write_text(TINY + textwrap.dedent("""\
-        baselines:
-          LightGCN: {model: LightGCN}
-        variants:
-          diverge: {model: LightGCN, params: {learning_rate: 1.0e+30}}
-          broken: {model: LightGCN, params: {topk: [10, 5000]}}  # more than ml-100k's items: fails in evaluation
-          one_layer: {model: LightGCN, params: {n_layers: 1}}
-    """))
+    spec.write_text(tiny(baselines={"LightGCN": {"model": "LightGCN"}}, variants={
+        "diverge": {"model": "LightGCN", "params": {"learning_rate": 1.0e+30}},
+        "broken": {"model": "LightGCN", "params": {"topk": [10, 5000]}},  # more than ml-100k's items: fails in evaluation
+        "one_layer": {"model": "LightGCN", "params": {"n_layers": 1}},
+    }))
     db = d / "results.db"
     first = invoke("run", spec, "--db", db)
     second = invoke("run", spec, "--db", db)
@@ -105,7 +99,7 @@ def test_second_invocation_skips_done_runs_and_retries_failed_ones(sweep):
 def test_a_spec_that_shares_runs_reuses_their_results(sweep, tmp_path):
     spec, db, _, _ = sweep
     other = tmp_path / "other.yaml"
-    other.write_text(TINY.replace("name: tiny", "name: other") + "baselines:\n  LightGCN: {model: LightGCN}\n")
+    other.write_text(tiny("other", baselines={"LightGCN": {"model": "LightGCN"}}))
     result = invoke("run", other, "--db", db)
     assert result.exit_code == 0, result.output
     assert "1 done, 0 to run" in result.output
@@ -124,17 +118,19 @@ def test_bad_spec_exits_2_with_one_line_and_leaves_the_store_untouched(sweep, tm
     _, db, _, _ = sweep
     before = open(db, "rb").read()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY + "variants:\n  v: {model: LightGCN}\ngrid:\n  n_layers: 3\n")
+    text = tiny(variants=V, grid={"n_layers": 3})
+    bad.write_text(text)
     result = invoke("run", bad, "--db", db)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines == [f"ablate: error: {bad}:14: grid.n_layers: must be a list of values, got int 3"]
+    line = line_of(text, "n_layers: 3")
+    assert lines == [f"ablate: error: {bad}:{line}: grid.n_layers: must be a list of values, got int 3"]
     assert open(db, "rb").read() == before
 
 
 def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text(TINY + "variants:\n  v: {model: LightGCN}\ngrid: {n_layers: [1, 2, 3]}\n")
+    spec.write_text(tiny(variants=V, grid={"n_layers": [1, 2, 3]}))
     result = invoke("run", spec, "--db", tmp_path / "r.db", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "3 runs" in result.output and "v_2n_layers" in result.output
@@ -157,7 +153,7 @@ def test_runs_spread_over_the_gpus_nvidia_smi_lists(tmp_path, fake_gpus):
     id by the real executor and worker; this CPU build of torch cannot use them, so each
     run ends ``failed`` saying so, under the device it was given."""
     spec = tmp_path / "g.yaml"
-    spec.write_text(TINY.replace("epochs: 2", "epochs: 1") + "variants:\n  v: {model: LightGCN}\ngrid: {n_layers: [1, 2]}\n")
+    spec.write_text(tiny(epochs=1, variants=V, grid={"n_layers": [1, 2]}))
     db = tmp_path / "g.db"
     result = invoke("run", spec, "--db", db, "--gpus", "0,1", "--per-gpu", "1")
     assert result.exit_code == 1, result.output
@@ -169,7 +165,7 @@ def test_runs_spread_over_the_gpus_nvidia_smi_lists(tmp_path, fake_gpus):
 
 def test_gpus_requested_on_a_machine_without_one_is_a_clear_error(tmp_path, monkeypatch):
     spec = tmp_path / "g.yaml"
-    spec.write_text(TINY + "variants:\n  v: {model: LightGCN}\n")
+    spec.write_text(tiny(variants=V))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi
     result = invoke("run", spec, "--db", tmp_path / "g.db", "--gpus", "0", env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.exit_code == 2
@@ -178,7 +174,7 @@ def test_gpus_requested_on_a_machine_without_one_is_a_clear_error(tmp_path, monk
 
 def test_no_warm_gives_every_run_its_own_process(tmp_path):
     spec = tmp_path / "w.yaml"
-    spec.write_text(TINY.replace("epochs: 2", "epochs: 1") + "variants:\n  v: {model: LightGCN}\ngrid: {n_layers: [1, 2]}\n")
+    spec.write_text(tiny(epochs=1, variants=V, grid={"n_layers": [1, 2]}))
     db = tmp_path / "w.db"
     result = invoke("run", spec, "--db", db, "--jobs", "1", "--no-warm")
     assert result.exit_code == 0, result.output

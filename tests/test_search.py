@@ -21,35 +21,23 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 
-QUICK = """\
-name: quick
-base:
-  dataset: ml-100k
-  epochs: 2
-  eval_step: 1
-  embedding_size: 8
-  train_batch_size: {batch}
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-variants:
-  bpr: {{model: BPR}}
-search:
-  space:
-    learning_rate: {{loguniform: [1.0e-4, 1.0e-1]}}
-  objective: ndcg@10
-  trials: 6
-  sampler: {{kind: tpe, seed: 1, startup_trials: 3}}
-  pruner: {{kind: median, startup_trials: 2}}
-"""
+from tests.specs import line_of, write_tiny
+
+SEARCH = {
+    "space": {"learning_rate": {"loguniform": [1.0e-4, 1.0e-1]}},
+    "objective": "ndcg@10",
+    "trials": 6,
+    "sampler": {"kind": "tpe", "seed": 1, "startup_trials": 3},
+    "pruner": {"kind": "median", "startup_trials": 2},
+}
 
 
-def _spec(tmp_path: Path, batch: int = 4096, text: str | None = None) -> Path:
-    path = tmp_path / "quick.yaml"
-    path.write_text(text if text is not None else QUICK.format(batch=batch), encoding="utf-8")
-    return path
+def _spec(tmp_path: Path, batch: int = 4096, grid: dict | None = None, **search) -> Path:
+    """``quick.yaml``: BPR, 2 epochs validated after each, searched as :data:`SEARCH`
+    (its settings replaced by ``search``; ``variant`` goes first)."""
+    first = {"variant": search.pop("variant")} if "variant" in search else {}
+    return write_tiny(tmp_path, "quick", epochs=2, eval_step=1, train_batch_size=batch, baselines=None,
+                      variants={"bpr": {"model": "BPR"}}, grid=grid, search={**first, **SEARCH, **search})
 
 
 def _invoke(*args: str):
@@ -161,13 +149,9 @@ def test_resume_after_kill_9_of_the_coordinator(tmp_path, db):
     assert _rows(db, "SELECT count(*) FROM runs")[0][0] == 6
 
 
-GRID = QUICK.replace("  bpr: {{model: BPR}}\n", "  bpr: {{model: BPR}}\ngrid:\n  learning_rate: [0.01, 0.05]\n").replace(
-    "learning_rate: {{loguniform: [1.0e-4, 1.0e-1]}}", "learning_rate: {{choice: [0.01, 0.05]}}").replace(
-    "trials: 6", "trials: 2")
-
-
 def test_trial_answered_from_the_store(tmp_path, db):
-    spec = _spec(tmp_path, text=GRID.format(batch=4096))
+    spec = _spec(tmp_path, grid={"learning_rate": [0.01, 0.05]}, space={"learning_rate": {"choice": [0.01, 0.05]}},
+                 trials=2)
     res = _invoke("run", str(spec), "--db", db, "--jobs", "1")
     assert res.exit_code == 0, res.output
     grid = {rid: (attempts, ended) for rid, attempts, ended in _rows(db, "SELECT id, attempts, ended_at FROM runs")}
@@ -181,43 +165,48 @@ def test_trial_answered_from_the_store(tmp_path, db):
 
 
 BAD = [
-    ("    learning_rate: {{logunif: [1.0e-4, 1.0e-1]}}",
-     "quick.yaml:17: search.space.learning_rate.logunif: unknown key 'logunif' (allowed: choice, int, loguniform, step, uniform)"),
-    ("    learning_rate: {{uniform: [0.1, 0.01]}}",
-     "quick.yaml:17: search.space.learning_rate: uniform expects finite low < high, got [0.1, 0.01]"),
-    ("    learning_rate: {{loguniform: [0, 0.1]}}", "quick.yaml:17: search.space.learning_rate: loguniform expects low > 0, got 0"),
-    ("    learnin_rate: {{loguniform: [1.0e-4, 1.0e-1]}}",
-     "quick.yaml:17: search.space.learnin_rate: unknown parameter 'learnin_rate' for model BPR (did you mean 'learning_rate'?)"),
-    ("    epochs: {{int: [0, 3]}}", "quick.yaml:17: search.space.epochs: must be >= 1, got 0"),
-    ("    learning_rate: {{choice: []}}", "quick.yaml:17: search.space.learning_rate: choice must list at least one value"),
-    ("    seed: {{int: [1, 9]}}", "quick.yaml:17: search.space.seed: seed is set by the spec's seeds: list"),
+    ({"learning_rate": {"logunif": [1.0e-4, 1.0e-1]}},
+     "search.space.learning_rate.logunif: unknown key 'logunif' (allowed: choice, int, loguniform, step, uniform)"),
+    ({"learning_rate": {"uniform": [0.1, 0.01]}},
+     "search.space.learning_rate: uniform expects finite low < high, got [0.1, 0.01]"),
+    ({"learning_rate": {"loguniform": [0, 0.1]}}, "search.space.learning_rate: loguniform expects low > 0, got 0"),
+    ({"learnin_rate": {"loguniform": [1.0e-4, 1.0e-1]}},
+     "search.space.learnin_rate: unknown parameter 'learnin_rate' for model BPR (did you mean 'learning_rate'?)"),
+    ({"epochs": {"int": [0, 3]}}, "search.space.epochs: must be >= 1, got 0"),
+    ({"learning_rate": {"choice": []}}, "search.space.learning_rate: choice must list at least one value"),
+    ({"seed": {"int": [1, 9]}}, "search.space.seed: seed is set by the spec's seeds: list"),
 ]
 
 
-@pytest.mark.parametrize("line, message", BAD, ids=[m.split(": ")[-1][:30] for _, m in BAD])
-def test_bad_search_space_is_one_line_exit_2(tmp_path, db, line, message):
-    text = QUICK.replace("    learning_rate: {{loguniform: [1.0e-4, 1.0e-1]}}", line).format(batch=4096)
-    res = _invoke("search", str(_spec(tmp_path, text=text)), "--db", db)
+@pytest.mark.parametrize("space, message", BAD, ids=[m.split(": ")[-1][:30] for _, m in BAD])
+def test_bad_search_space_is_one_line_exit_2(tmp_path, db, space, message):
+    """Each error names the file and the line of the dimension it is about."""
+    spec = _spec(tmp_path, space=space)
+    line = line_of(spec.read_text(), f"    {next(iter(space))}: ")
+    res = _invoke("search", str(spec), "--db", db)
     assert res.exit_code == 2
-    assert res.output.splitlines() == [f"ablate: error: {tmp_path / message}"]
+    assert res.output.splitlines() == [f"ablate: error: {spec}:{line}: {message}"]
     assert not Path(db).exists()
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("  objective: ndcg@10", "  objective: hit@10",
-     "quick.yaml:18: search.objective.metric: hit@10 is not among what the runs compute (recall@10, ndcg@10)"),
-    ("  trials: 6", "  trials: 0", "quick.yaml:19: search.trials: Input should be greater than or equal to 1"),
-    ("  pruner: {{kind: median, startup_trials: 2}}", "  pruner: hyperband",
-     "quick.yaml:21: search.pruner.kind: must be median, halving or none, got 'hyperband'"),
-    ("search:\n", "search:\n  variant: lightgcn\n", "quick.yaml:16: search.variant: no row named 'lightgcn' (rows: bpr)"),
-    ("  objective: ndcg@10", "  objective: {{metric: ndcg@10, direction: up}}",
-     "quick.yaml:18: search.objective.direction: must be maximize or minimize, got 'up'"),
-])
-def test_bad_search_settings_are_one_line_exit_2(tmp_path, db, old, new, message):
-    text = QUICK.replace(old, new).format(batch=4096)
-    res = _invoke("search", str(_spec(tmp_path, text=text)), "--db", db)
+BAD_SETTINGS = [
+    ({"objective": "hit@10"}, "  objective: ",
+     "search.objective.metric: hit@10 is not among what the runs compute (recall@10, ndcg@10)"),
+    ({"trials": 0}, "  trials: ", "search.trials: Input should be greater than or equal to 1"),
+    ({"pruner": "hyperband"}, "  pruner: ", "search.pruner.kind: must be median, halving or none, got 'hyperband'"),
+    ({"variant": "lightgcn"}, "  variant: ", "search.variant: no row named 'lightgcn' (rows: bpr)"),
+    ({"objective": {"metric": "ndcg@10", "direction": "up"}}, "  objective: ",
+     "search.objective.direction: must be maximize or minimize, got 'up'"),
+]
+
+
+@pytest.mark.parametrize("setting, line, message", BAD_SETTINGS, ids=[m.split(": ")[0] for *_, m in BAD_SETTINGS])
+def test_bad_search_settings_are_one_line_exit_2(tmp_path, db, setting, line, message):
+    """Each error names the file and the line of the setting it is about."""
+    spec = _spec(tmp_path, **setting)
+    res = _invoke("search", str(spec), "--db", db)
     assert res.exit_code == 2
-    assert res.output.splitlines() == [f"ablate: error: {tmp_path / message}"]
+    assert res.output.splitlines() == [f"ablate: error: {spec}:{line_of(spec.read_text(), line)}: {message}"]
 
 
 def test_the_shipped_search_spec_prepares_on_ml100k():

@@ -19,14 +19,6 @@ from ablate import plan, versions
 from ablate.cli import app
 
 runner = CliRunner()
-SPEC = """\
-name: tiny
-base: {dataset: ml-100k, epochs: 1, embedding_size: 8, train_batch_size: 4096, eval_batch_size: 409600,
-       topk: [10], metrics: [Recall, NDCG], valid_metric: NDCG@10}
-seeds: [2020]
-baselines:
-  SimGCL: {model: SimGCL}
-"""
 
 
 def _invoke(*args):
@@ -98,9 +90,8 @@ def test_recorded_labels():
 
 
 @pytest.mark.skipif(models.VERSIONS.get("SimGCL", 1) < 2, reason="needs a model whose implementation changed")
-def test_a_run_made_by_older_code_is_flagged_and_trained_again(tmp_path):
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+def test_a_run_made_by_older_code_is_flagged_and_trained_again(tmp_path, make_spec):
+    spec = make_spec(baselines={"SimGCL": {"model": "SimGCL"}})
     db = tmp_path / "results.db"
     first = _invoke("run", spec, "--db", db, "--jobs", "1")
     assert first.exit_code == 0, first.output

@@ -139,7 +139,7 @@ work, out = Path(sys.argv[1]), Path(sys.argv[2])
 walls = {l.split()[0]: (float(l.split()[1]), int(l.split()[2])) for l in (work / "walls").read_text().splitlines()}
 res = {"walls_s": walls}
 def metrics(label):
-    return {r.key: {(x.split, x.name): x.value for x in r.metrics} for r in Store(str(work / f"{label}.db"), create=False).runs()}
+    return {r.key: {(x.split, x.name): x.full for x in r.metrics} for r in Store(str(work / f"{label}.db"), create=False).runs()}  # unrounded where kept
 if "seq" in walls:
     seq = walls["seq"][0]
     for label, (wall, rc) in walls.items():

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.models.fixtures import manifest  # fixtures/ holds no __init__.py: every file there but the scripts is data
+
 FIXTURES = Path(__file__).parent / "fixtures"
-sys.path.insert(0, str(FIXTURES))
-import manifest  # noqa: E402  (fixtures/manifest.py)
 
 LISTED = manifest.load()["files"]
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from repro_child import CASES  # tests/models is on sys.path (pytest rootdir import)
+from tests.models.repro_child import CASES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repro_child.py")

@@ -2,7 +2,11 @@
 ``recbole.quick_start.run_recbole`` does, step for step.
 
 ``python tests/oracles/bare_recbole.py MODEL CONFIG_JSON [--threads N]`` prints one JSON line
-``{"valid": {...}, "test": {...}, "seconds": {...}}`` on stdout (last line).
+``{"valid": {...}, "test": {...}, "exact": {"valid": {...}, "test": {...}}, "seconds": {...}}``
+on stdout (last line): RecBole's results (rounded to ``metric_decimal_place``) and the
+unrounded means it rounded, read as they pass through each top-k metric's
+``topk_result`` (RecBole's own ``value.mean(axis=0)``; nothing it computes changes),
+for the best valid epoch and the test evaluation.
 
 Why not call ``run_recbole`` itself: ``import recbole.quick_start`` imports ``ray.tune``,
 which fails on this stack (``pkg_resources``), and RecBole 1.2.1 needs ablate's compat
@@ -58,15 +62,53 @@ def main(argv: list[str]) -> dict:
     flops = get_flops(model, dataset, config["device"], logger, transform)
     logger.info(f"FLOPs: {flops}")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    unrounded, valid_pairs = _read_unrounded(trainer)
     t_fit = time.time()
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     t_end = time.time()
+    best_valid = [exact for result, exact in valid_pairs if result is best_valid_result]  # the epoch fit() kept
     return {
         "valid": {k: float(v) for k, v in best_valid_result.items()},
         "test": {k: float(v) for k, v in test_result.items()},
+        "exact": {"valid": best_valid[0] if best_valid else None, "test": dict(unrounded)},
         "seconds": {"imports": t_import - T0, "prepare": t_fit - t_import, "fit_eval": t_end - t_fit, "total": t_end - T0},
     }
+
+
+def _read_unrounded(trainer) -> tuple[dict, list]:
+    """The unrounded means of the trainer's latest evaluation (a dict refilled by each
+    one), and (valid result, its unrounded means) for every valid evaluation of fit().
+    Read-only: each top-k metric's ``topk_result`` is called as before and returns what
+    it returned."""
+    from recbole.evaluator.base_metric import TopkMetric
+
+    latest: dict[str, float] = {}
+    for metric in trainer.evaluator.metric_class.values():
+        if isinstance(metric, TopkMetric):
+            def topk_result(name, value, _metric=metric, _original=metric.topk_result):
+                means = value.mean(axis=0)  # what RecBole rounds
+                latest.update({f"{name}@{k}".lower(): float(means[k - 1]) for k in _metric.topk})
+                return _original(name, value)
+
+            metric.topk_result = topk_result
+    evaluate = trainer.evaluator.evaluate
+
+    def evaluate_anew(dataobject):
+        latest.clear()
+        return evaluate(dataobject)
+
+    trainer.evaluator.evaluate = evaluate_anew
+    pairs = []
+    valid_epoch = trainer._valid_epoch
+
+    def valid_epoch_kept(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        pairs.append((result, dict(latest)))
+        return score, result
+
+    trainer._valid_epoch = valid_epoch_kept
+    return latest, pairs
 
 
 if __name__ == "__main__":

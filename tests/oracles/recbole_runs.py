@@ -33,7 +33,7 @@ def write_spec(folder: Path, *, name: str = "bench", dataset: str = "ml-100k", d
         "dataset": dataset, "epochs": epochs, "train_batch_size": 4096, "embedding_size": 16,
         "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
         "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
-        "metric_decimal_place": 12,  # compare at full precision, not RecBole's 4 places
+        "metric_decimal_place": 12,  # RecBole's values to 12 places; compare() also checks the unrounded means
     }
     if data_path:
         base["data_path"] = data_path
@@ -104,14 +104,17 @@ def _env() -> dict:
 
 
 def stored_metrics(db: Path) -> dict[str, dict]:
-    """run key -> {"valid": {...}, "test": {...}, "status", "model", "peak_mem_mb", "wall_seconds"}."""
+    """run key -> {"valid": {...}, "test": {...}, "exact": {"valid": {...}, "test": {...}},
+    "status", "model", "peak_mem_mb", "wall_seconds"}: RecBole's rounded metrics and the
+    unrounded means ablate kept beside them."""
     from ablate.store import Store
 
     out = {}
     for r in Store(str(db), create=False).runs():
-        m: dict = {"valid": {}, "test": {}}
+        m: dict = {"valid": {}, "test": {}, "exact": {"valid": {}, "test": {}}}
         for x in r.metrics:
             m[x.split][x.name] = x.value
+            m["exact"][x.split][x.name] = x.exact
         m.update(status=str(getattr(r.status, "value", r.status)), model=r.model, peak_mem_mb=r.peak_mem_mb,
                  wall_seconds=r.wall_seconds)
         out[r.key] = m
@@ -119,7 +122,8 @@ def stored_metrics(db: Path) -> dict[str, dict]:
 
 
 def compare(bare: dict[str, dict], stored: dict[str, dict]) -> list[str]:
-    """Differences between the bare loop's metrics and ablate's, per run key (empty: same)."""
+    """Differences between the bare loop's metrics and ablate's, per run key (empty: same):
+    RecBole's rounded values, and the unrounded means, which must be equal bit for bit."""
     problems = []
     for key, b in bare.items():
         a = stored.get(key)
@@ -131,4 +135,9 @@ def compare(bare: dict[str, dict], stored: dict[str, dict]) -> list[str]:
         for split in ("valid", "test"):
             if b[split] != a[split]:
                 problems.append(f"{key} {split}: bare {b[split]} != ablate {a[split]}")
+            full_b, full_a = b["exact"][split], a["exact"][split]
+            if not full_b or full_b != full_a:
+                worst = max((abs(v - full_a[k]) for k, v in (full_b or {}).items() if full_a.get(k) is not None),
+                            default=float("nan"))
+                problems.append(f"{key} {split} unrounded: bare {full_b} != ablate {full_a} (max |diff| {worst:.3g})")
     return problems

@@ -24,7 +24,10 @@ def run_tasks(tasks: list[dict], root: Path, name: str, *flags: str) -> dict:
 
 
 def numbers(events: list[dict]) -> list:
-    """Everything a run reports that depends on the computation (not on time or pid)."""
+    """Everything a run reports that depends on the computation (not on time or pid): the
+    loss terms and valid scores of each epoch, and at the end the metrics as RecBole
+    rounded them, their unrounded means (``exact``) and each user's values (``per_user``,
+    the encoded float32 bytes), so that two equal lists are equal at full precision."""
     out = []
     for e in events:
         if e["type"] == "epoch":
@@ -32,5 +35,6 @@ def numbers(events: list[dict]) -> list:
         elif e["type"] == "valid":
             out.append(("valid", e["epoch"], e["valid_score"], e["valid"]))
         elif e["type"] == "finished":
-            out.append(("finished", e["status"], e.get("error"), e.get("metrics"), e["epoch"], e["best_epoch"]))
+            out.append(("finished", e["status"], e.get("error"), e.get("metrics"), e["epoch"], e["best_epoch"],
+                        e.get("exact"), e.get("per_user")))
     return out

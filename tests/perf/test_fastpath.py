@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from ablate import compat, fastpath
-from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
+
+from tests.perf.perf_helpers import numbers, run_tasks, task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,6 +130,7 @@ def test_runs_equal_recboles_loop_exactly(tmp_path):
     runs = [numbers(evs) for evs in run_tasks(tasks, tmp_path, "tasks", "--threads=1")["runs"]]
     for slow, fast in (runs[0:2], runs[2:4], runs[4:6], runs[6:8]):
         assert slow[-1][1] == "done", slow[-1]
+        assert set(slow[-1][6]) == set(slow[-1][7]) == {"valid", "test"}  # unrounded means and per-user values
         assert fast == slow
     assert set(runs[2][0][2]) == {"bpr", "reg", "ot"} and runs[2][0][2]["ot"] > 0  # a tuple loss, really
     assert runs[0][-1][3] != runs[2][-1][3]

@@ -17,13 +17,16 @@ thread count.
 from __future__ import annotations
 
 import pytest
-from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
+
+from tests.perf.perf_helpers import numbers, run_tasks, task
+from tests.specs import tiny_yaml
+from tests.stored import full_metrics
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "eval_batch_size": 409600, "embedding_size": 16,
     "n_layers": 2, "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
     "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user", "mode": "full"},
-    "seed": 2020, "metric_decimal_place": 12,  # compare metrics at full precision, not RecBole's 4 places
+    "seed": 2020, "metric_decimal_place": 12,  # valid scores to 12 places; final metrics unrounded (perf_helpers.numbers)
 }
 
 
@@ -59,6 +62,9 @@ def test_each_member_equals_its_solo_run_bit_for_bit(runs):
         assert numbers(together) == numbers(alone), config["model"]
     statuses = [numbers(evs)[-1][1] for evs in fused["runs"]]
     assert statuses == ["done"] * 5 + ["nan"]
+    for evs in fused["runs"][:5]:  # compared above: the unrounded means and every user's values
+        _, _, _, _, _, _, exact, per_user = numbers(evs)[-1]
+        assert set(exact) == set(per_user) == {"valid", "test"}, exact
     # not vacuous: the members trained differently, and their products were really shared
     finals = {str(numbers(evs)[-1][3]) for evs in fused["runs"][:5]}
     assert len(finals) == 5
@@ -110,38 +116,11 @@ def test_the_group_leaves_no_global_state_behind(runs):
 
 # ---------------------------------------------------------------------------- through the CLI
 
-SPEC = """\
-name: fusecli
-base:
-  dataset: ml-100k
-  epochs: 2
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  BPR: {model: BPR}
-variants:
-  ot:
-    model: LightGCNOT
-    params: {k1: 3, k2: 2}
-    grid: {ot_weight: [1.0e-7, 1.0e-3, 0.1]}
-    run_name: "{ot_weight}ot"
-  simgcl: {model: SimGCL}
-"""
-
-
-def _metrics(db) -> dict:
-    from ablate.store import Store
-
-    store = Store(str(db), create=False)
-    try:
-        return {r.key: sorted((m.split, m.name, m.value) for m in r.metrics) for r in store.runs()}
-    finally:
-        store.engine.dispose()
+SPEC = tiny_yaml("fusecli", epochs=2, variants={
+    "ot": {"model": "LightGCNOT", "params": {"k1": 3, "k2": 2}, "grid": {"ot_weight": [1.0e-7, 1.0e-3, 0.1]},
+           "run_name": "{ot_weight}ot"},
+    "simgcl": {"model": "SimGCL"},
+})
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +150,8 @@ def test_dry_run_shows_the_groups(cli_sweeps):
 def test_fused_sweep_stores_what_the_solo_sweep_stores(cli_sweeps):
     """--fuse 3 on one slot: BPR alone (not a graph model), the three OT runs as one group,
     simgcl alone (the group was full): every metric of every run equals the solo sweep's
-    (ablate's models repeat bit for bit on any thread count), and each member's device
-    says it trained in a group of 3."""
+    at full precision, user by user (ablate's models repeat bit for bit on any thread
+    count), and each member's device says it trained in a group of 3."""
     from typer.testing import CliRunner
 
     from ablate.cli import app
@@ -181,7 +160,9 @@ def test_fused_sweep_stores_what_the_solo_sweep_stores(cli_sweeps):
     d, spec, _, fused, solo = cli_sweeps
     assert fused.exit_code == 0 and "finished: 5 done" in fused.output, fused.output
     assert solo.exit_code == 0, solo.output
-    assert _metrics(d / "f.db") == _metrics(d / "s.db")
+    fused_metrics, solo_metrics = full_metrics(d / "f.db"), full_metrics(d / "s.db")
+    assert sorted(map(len, solo_metrics.values())) == [4] * 5  # 5 runs: recall@10, ndcg@10 on valid and test
+    assert fused_metrics == solo_metrics  # every unrounded mean and every user's value
     store = Store(str(d / "f.db"), create=False)
     devices = sorted(r.device for r in store.runs())
     store.engine.dispose()
@@ -274,21 +255,8 @@ def test_fuse_auto_on_a_gpu_is_capped_by_stored_peak_memory(tmp_path, monkeypatc
     store.engine.dispose()
 
 
-AUTO_SPEC = """\
-name: fuseauto
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-variants:
-  lr: {model: LightGCN, grid: {learning_rate: [0.001, 0.002, 0.003, 0.004]}}
-"""
+AUTO_SPEC = tiny_yaml("fuseauto", baselines=None,
+                      variants={"lr": {"model": "LightGCN", "grid": {"learning_rate": [0.001, 0.002, 0.003, 0.004]}}})
 # A stand-in nvidia-smi: one GPU of 1000 MiB, as the real one answers ablate's two queries.
 FAKE_SMI = """#!/usr/bin/env bash
 case "$*" in

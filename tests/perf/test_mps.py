@@ -33,7 +33,7 @@ read -r cmd
 echo "$cmd $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
 """
 
-SECOND_RUN = "variants:\n  v: {model: BPR, params: {learning_rate: 0.002}}\n"  # with tiny_spec's BPR: two runs
+SECOND_RUN = {"v": {"model": "BPR", "params": {"learning_rate": 0.002}}}  # a variant beside the tiny BPR: two runs
 
 
 def _fake_daemon(tmp_path: Path) -> dict:
@@ -45,10 +45,9 @@ def _fake_daemon(tmp_path: Path) -> dict:
     return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_MPS_LOG": str(tmp_path / "mps.log")}
 
 
-def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, tiny_spec, fake_gpus):
+def test_mps_daemon_runs_around_the_packed_sweep(tmp_path, make_spec, fake_gpus):
     env = _fake_daemon(tmp_path)
-    spec = tiny_spec
-    spec.write_text(spec.read_text() + SECOND_RUN)
+    spec = make_spec(variants=SECOND_RUN)
     db = tmp_path / "r.db"
     result = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--gpus", "0", "--per-gpu", "2", "--mps"],
                                 env={**env, "CUDA_VISIBLE_DEVICES": "0"})

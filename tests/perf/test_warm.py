@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from perf_helpers import numbers, run_tasks, task  # tests/perf is on sys.path (pytest rootdir import)
+
+from tests.perf.perf_helpers import numbers, run_tasks, task
 
 BASE = {
     "dataset": "ml-100k", "epochs": 2, "train_batch_size": 4096, "embedding_size": 16,
     "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
     "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
-    "seed": 2020, "metric_decimal_place": 12,  # compare metrics at full precision, not RecBole's 4 places
+    "seed": 2020, "metric_decimal_place": 12,  # valid scores to 12 places; final metrics unrounded (perf_helpers.numbers)
 }
 A = {**BASE, "model": "LightGCN", "learning_rate": 0.001, "n_layers": 2}
 B = {**BASE, "model": "LightGCN", "learning_rate": 0.004, "n_layers": 3}
@@ -49,8 +50,10 @@ def test_warm_runs_equal_cold_runs_exactly(runs):
     # and so were the dataloaders: B (other model settings, same data) and the second A
     assert warm["loader_stats"] == {"hits": 2, "misses": 1}
     assert cold_a["loader_stats"] == {"hits": 0, "misses": 0}
-    # A and B really differ, so equality above is not vacuous
+    # A and B really differ, so equality above is not vacuous; it covered the unrounded
+    # means and every user's values
     assert a1[-1][3] != b[-1][3]
+    assert set(a1[-1][6]) == set(a1[-1][7]) == {"valid", "test"} and a1[-1][6] != b[-1][6]
     assert a1[0][2] != b[0][2]
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import two_rows
+from tests.reliability.reliability_helpers import two_rows
 
 
 @pytest.fixture
-def two_spec(tiny_spec: Path) -> Path:
+def two_spec(make_spec) -> Path:
     """quick (1 epoch) then slow (4 epochs)."""
-    return two_rows(tiny_spec, slow_first=False)
+    return two_rows(make_spec, slow_first=False)

@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 
 
-def two_rows(tiny_spec: Path, slow_first: bool) -> Path:
+def two_rows(make_spec, slow_first: bool) -> Path:
     """The tiny spec with two rows, "quick" (1 epoch) and "slow" (4 epochs: a window to
-    kill it in the middle), in the order asked for."""
-    quick, slow = "quick: {model: BPR}", "slow: {model: BPR, params: {epochs: 4}}"
+    kill it in the middle), in the order asked for (the first a baseline, the second a
+    variant); ``make_spec`` is the fixture."""
+    quick, slow = {"quick": {"model": "BPR"}}, {"slow": {"model": "BPR", "params": {"epochs": 4}}}
     first, second = (slow, quick) if slow_first else (quick, slow)
-    text = tiny_spec.read_text().replace("name: tiny", "name: two").replace("BPR: {model: BPR}", first)
-    path = tiny_spec.with_name("two.yaml")
-    path.write_text(text + f"variants:\n  {second}\n", encoding="utf-8")
-    return path
+    return make_spec("two", baselines=first, variants=second)
 
 
 def ablate_proc(*args: str, cwd: Path) -> subprocess.Popen:
@@ -56,6 +54,15 @@ def query(db: str, sql: str, *params) -> list[tuple]:
 def runs_by_name(db: str) -> dict[str, dict]:
     cols = ["id", "name", "status", "pid", "owner", "attempts", "epoch", "error", "ended_at"]
     return {r[1]: dict(zip(cols, r)) for r in query(db, f"SELECT {', '.join(cols)} FROM runs")}
+
+
+def training(db: str, name: str) -> dict | None:
+    """The run named ``name`` if it is training (running, its worker's pid and at least
+    one epoch stored), else None."""
+    run = runs_by_name(db).get(name)
+    if run and run["status"] == "running" and run["pid"] and run["epoch"] is not None:
+        return run
+    return None
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, every: float = 0.2):

@@ -5,22 +5,15 @@ from __future__ import annotations
 import os
 import signal
 
-from reliability_helpers import ablate_call, ablate_proc, pid_alive, query, runs_by_name, two_rows, wait_for
+from tests.reliability.reliability_helpers import (ablate_call, ablate_proc, pid_alive, query, runs_by_name, training, two_rows,
+                                                   wait_for)
 
 
-def _slow_mid_training(db):
-    """The slow run is training (its worker's pid and at least one epoch are stored)."""
-    slow = runs_by_name(db).get("slow")
-    if slow and slow["status"] == "running" and slow["pid"] and slow["epoch"] is not None:
-        return slow
-    return None
-
-
-def test_worker_kill9_marks_interrupted_sweep_goes_on_next_run_retries(tiny_spec, db, tmp_path):
+def test_worker_kill9_marks_interrupted_sweep_goes_on_next_run_retries(make_spec, db, tmp_path):
     # --jobs 1: the two runs must go one after the other (the CPU default is one run per core)
-    spec = two_rows(tiny_spec, slow_first=True)  # the quick run then proves the sweep goes on
+    spec = two_rows(make_spec, slow_first=True)  # the quick run then proves the sweep goes on
     proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
-    slow = wait_for(lambda: _slow_mid_training(db), 180, "the slow run to train an epoch", proc)
+    slow = wait_for(lambda: training(db, "slow"), 180, "the slow run to train an epoch", proc)
     os.kill(slow["pid"], signal.SIGKILL)  # the worker, not the coordinator
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, (out, err)  # not everything ended done
@@ -41,7 +34,7 @@ def test_worker_kill9_marks_interrupted_sweep_goes_on_next_run_retries(tiny_spec
 
 def test_coordinator_kill9_orphan_exits_stale_rows_requeued_nothing_twice(two_spec, db, tmp_path):
     proc = ablate_proc("run", str(two_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
-    slow = wait_for(lambda: _slow_mid_training(db), 180, "the slow run to train an epoch", proc)
+    slow = wait_for(lambda: training(db, "slow"), 180, "the slow run to train an epoch", proc)
     quick_before = runs_by_name(db)["quick"]
     assert quick_before["status"] == "done"
     os.kill(proc.pid, signal.SIGKILL)  # the coordinator only
@@ -72,15 +65,11 @@ def test_coordinator_kill9_orphan_exits_stale_rows_requeued_nothing_twice(two_sp
 SLOW_EPOCHS = 40
 
 
-def _ctrl_c_spec(tiny_spec):
+def _ctrl_c_spec(make_spec):
     """Four runs: "quick" (1 epoch) for seeds 1 and 2, then "slow" (SLOW_EPOCHS epochs,
     validated once) for both seeds; with --jobs 2 the slow ones train side by side."""
-    text = tiny_spec.read_text().replace("name: tiny", "name: ctrlc").replace("seeds: [2020]", "seeds: [1, 2]")
-    text = text.replace("BPR: {model: BPR}", "quick: {model: BPR}")
-    text += f"variants:\n  slow: {{model: BPR, params: {{epochs: {SLOW_EPOCHS}, eval_step: {SLOW_EPOCHS}}}}}\n"
-    path = tiny_spec.with_name("ctrlc.yaml")
-    path.write_text(text, encoding="utf-8")
-    return path
+    return make_spec("ctrlc", seeds=[1, 2], baselines={"quick": {"model": "BPR"}},
+                     variants={"slow": {"model": "BPR", "params": {"epochs": SLOW_EPOCHS, "eval_step": SLOW_EPOCHS}}})
 
 
 def _all_runs(db):
@@ -88,13 +77,13 @@ def _all_runs(db):
     return {r[0]: dict(zip(cols, r)) for r in query(db, f"SELECT {', '.join(cols)} FROM runs ORDER BY id")}
 
 
-def test_ctrl_c_marks_unfinished_runs_interrupted_keeps_the_rest_next_run_completes_them_once(tiny_spec, db, tmp_path):
+def test_ctrl_c_marks_unfinished_runs_interrupted_keeps_the_rest_next_run_completes_them_once(make_spec, db, tmp_path):
     """SIGINT to the sweep's process group, as a terminal's Ctrl-C sends it (the coordinator
     and its workers): the coordinator stops the workers (which ignore SIGINT themselves),
     marks the two runs still training interrupted and exits 130; the two finished runs and
     their metrics are as they were, the store passes SQLite's integrity check, and the next
     `ablate run` trains each interrupted run once more and nothing else."""
-    spec = _ctrl_c_spec(tiny_spec)
+    spec = _ctrl_c_spec(make_spec)
     proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "2", cwd=tmp_path)
 
     def slow_ones_training():

@@ -14,47 +14,27 @@ import pytest
 from ablate import serve, worker
 from ablate.catalog import recbole_dir
 
-from reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, wait_for
+from tests.reliability.reliability_helpers import ablate_call, ablate_proc, pid_alive, runs_by_name, training, wait_for
 
 # Three rows: "stuck" reads its saved dataset from a path whose reads block (a named pipe
 # that nobody writes, as a hung network mount would), "frozen" trains until the test stops
 # its worker process (SIGSTOP), "quick" must still end done. Settings differ a little so
 # that each row is a run of its own (dataset_save_path is not part of a run's key).
-SPEC = """\
-name: stall
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  stuck: {model: BPR, params: {dataset_save_path: mount/ml-100k.pth, embedding_size: 16}}
-  frozen: {model: BPR, params: {epochs: 20, eval_step: 20}}
-  quick: {model: BPR}
-"""
+ROWS = {
+    "stuck": {"model": "BPR", "params": {"dataset_save_path": "mount/ml-100k.pth", "embedding_size": 16}},
+    "frozen": {"model": "BPR", "params": {"epochs": 20, "eval_step": 20}},
+    "quick": {"model": "BPR"},
+}
 
 
-def _frozen_training(db):
-    run = runs_by_name(db).get("frozen")
-    if run and run["status"] == "running" and run["pid"] and run["epoch"] is not None:
-        return run
-    return None
-
-
-def test_stalled_runs_are_killed_the_sweep_goes_on_and_the_next_run_retries_them(tmp_path, db):
-    spec = tmp_path / "stall.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+def test_stalled_runs_are_killed_the_sweep_goes_on_and_the_next_run_retries_them(tmp_path, db, make_spec):
+    spec = make_spec("stall", baselines=ROWS)
     (tmp_path / "mount").mkdir()
     fifo = tmp_path / "mount" / "ml-100k.pth"
     os.mkfifo(fifo)
 
     proc = ablate_proc("run", str(spec), "--db", db, "--jobs", "2", "--stall-timeout", "12s", cwd=tmp_path)
-    frozen = wait_for(lambda: _frozen_training(db), 180, "the frozen run to train an epoch", proc)
+    frozen = wait_for(lambda: training(db, "frozen"), 180, "the frozen run to train an epoch", proc)
     os.kill(frozen["pid"], signal.SIGSTOP)  # its worker hangs mid-training: no more batches, no events
     try:
         out, err = proc.communicate(timeout=180)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.store import SCHEMA_VERSION, Status, Store, health, integrity, make_owner
 
-from reliability_helpers import query
+from tests.reliability.reliability_helpers import query
 
 
 def _add_runs(store: Store, n: int, status: str = "done", prefix: str = "k") -> list[int]:

@@ -1,5 +1,5 @@
 """Duplicate sweeps, timeouts, out-of-memory back-off, unwritable run folders, and
-bit-for-bit reproducibility of a CPU run."""
+bit-for-bit reproducibility of a CPU run (at full precision, user by user)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from ablate.executors.base import Executor
 from ablate.scheduler import Sweep
 from ablate.store import Store
 
-from reliability_helpers import ablate_proc, query, runs_by_name
-from testmodels.cli import with_test_models
+from tests.reliability.reliability_helpers import ablate_proc, query, runs_by_name
+from tests.stored import full_metrics
+from tests.testmodels.cli import with_test_models
 
 
-def test_two_coordinators_on_one_database_run_everything_exactly_once(tiny_spec, db, tmp_path):
-    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2, 3, 4]"))
-    first = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
-    second = ablate_proc("run", str(tiny_spec), "--db", db, cwd=tmp_path)
+def test_two_coordinators_on_one_database_run_everything_exactly_once(make_spec, db, tmp_path):
+    spec = make_spec(seeds=[1, 2, 3, 4])
+    first = ablate_proc("run", str(spec), "--db", db, cwd=tmp_path)
+    second = ablate_proc("run", str(spec), "--db", db, cwd=tmp_path)
     outs = [p.communicate(timeout=300) for p in (first, second)]
     for p, (out, err) in zip((first, second), outs):
         assert p.returncode == 0, (out, err)
@@ -55,15 +56,17 @@ def test_unwritable_workdir_fails_before_any_run(tiny_spec, db, tmp_path):
 
 
 def test_cpu_run_repeats_exactly(tiny_spec, db):
+    """Trained again (--force), the run stores the same numbers bit for bit: every
+    unrounded metric mean, every user's values, every epoch's losses and valid score."""
     runner = CliRunner()
     assert runner.invoke(app, ["run", str(tiny_spec), "--db", db]).exit_code == 0
-    first = query(db, "SELECT split, name, value FROM metrics ORDER BY split, name")
+    [first] = full_metrics(db).values()
     losses = query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch")
-    assert len(first) == 4 and all(v > 0 for *_, v in first)
+    assert len(first) == 4 and all(exact > 0 for exact, _ in first.values())
     res = runner.invoke(app, ["run", str(tiny_spec), "--db", db, "--force"])
     assert res.exit_code == 0, res.output
     assert query(db, "SELECT attempts FROM runs") == [(2,)]
-    assert query(db, "SELECT split, name, value FROM metrics ORDER BY split, name") == first  # exactly, not approx
+    assert full_metrics(db) == {query(db, "SELECT key FROM runs")[0][0]: first}  # exactly, not approx
     assert query(db, "SELECT epoch, losses, valid_score FROM epochs ORDER BY epoch") == losses
 
 
@@ -111,9 +114,8 @@ class OneGpuExecutor(Executor):
         return True
 
 
-def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(tiny_spec, db, tmp_path):
-    tiny_spec.write_text(tiny_spec.read_text().replace("seeds: [2020]", "seeds: [1, 2]"))
-    spec = spec_mod.load_spec(tiny_spec)
+def test_out_of_memory_is_recorded_and_retried_with_fewer_runs_per_gpu(make_spec, db, tmp_path):
+    spec = spec_mod.load_spec(make_spec(seeds=[1, 2]))
     store = Store(db)
     ids = store.experiment_run_ids(store.sync_experiment(spec, plan.expand(spec)))
     executor = OneGpuExecutor()
@@ -166,13 +168,13 @@ def test_a_fused_group_out_of_memory_is_retried_in_groups_half_as_large(db, tmp_
     assert [(r.status, r.attempts) for r in store.runs(ids)] == [("done", 2)] * 4
 
 
-def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(tiny_spec, db, tmp_path):
+def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(make_spec, db, tmp_path):
     """A real model whose training raises torch's own OutOfMemoryError (the exception
     CUDA's allocator raises; tests/testmodels), through `ablate run`: the worker stores the
     run as oom with torch's message, not as failed; the sweep goes on with the other run,
     and the next `ablate run` retries the oom one (a CPU slot has nothing to shrink)."""
-    tiny_spec.write_text(tiny_spec.read_text() + "variants:\n  full: {model: OOMBPR}\n")
-    first = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    spec = make_spec(variants={"full": {"model": "OOMBPR"}})
+    first = with_test_models("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "finished: 1 done, 1 oom" in first.stdout and "Traceback" not in first.stderr, first.stdout + first.stderr
     runs = runs_by_name(db)
@@ -184,7 +186,7 @@ def test_a_model_that_runs_out_of_memory_ends_oom_and_is_retried(tiny_spec, db, 
     log = (tmp_path / ".ablate" / "runs" / str(full["id"]) / "run.log").read_text()
     assert "torch.OutOfMemoryError: CUDA out of memory" in log  # the worker's traceback, in the run's log
 
-    again = with_test_models("run", str(tiny_spec), "--db", db, "--jobs", "1", cwd=tmp_path)
+    again = with_test_models("run", str(spec), "--db", db, "--jobs", "1", cwd=tmp_path)
     assert again.returncode == 1 and "1 done, 1 to run" in again.stdout, again.stdout + again.stderr
     runs = runs_by_name(db)
     assert (runs["full"]["status"], runs["full"]["attempts"], runs["BPR"]["attempts"]) == ("oom", 2, 1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from report_store import TINY_SPEC
+
+from tests.specs import write_tiny
 
 
 def pytest_configure(config):
@@ -18,8 +19,10 @@ def real_db(tmp_path_factory):
     from ablate.cli import app
 
     root = tmp_path_factory.mktemp("real")
-    spec = root / "tiny.yaml"
-    spec.write_text(TINY_SPEC)
+    spec = write_tiny(root, topk=[10, 20, 50], seeds=[2020, 2021],
+                      eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
+                      baselines={"LightGCN": {"model": "LightGCN", "params": {"n_layers": 2}}},
+                      variants={"L1": {"model": "LightGCN", "params": {"n_layers": 1}}})
     db = root / "r.db"
     res = CliRunner().invoke(app, ["run", str(spec), "--db", str(db), "--cpu"])
     assert res.exit_code == 0, res.output

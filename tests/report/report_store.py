@@ -1,31 +1,10 @@
-"""Helpers for the report tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers for the report tests: a store filled directly (``from tests.report.report_store import fill``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ablate.store import Epoch, Experiment, Member, Metric, Run, Store
-
-TINY_SPEC = """\
-name: tiny
-base:
-  dataset: ml-100k
-  epochs: 1
-  train_batch_size: 4096
-  eval_batch_size: 409600  # full-sort eval in one batch: seconds, not tens of seconds
-  embedding_size: 8
-  eval_args: {split: {RS: [0.8, 0.1, 0.1]}, order: RO, group_by: user, mode: full}
-  topk: [10, 20, 50]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020, 2021]
-baselines:
-  LightGCN: {model: LightGCN, params: {n_layers: 2}}
-variants:
-  L1:
-    model: LightGCN
-    params: {n_layers: 1}
-"""
 
 
 def fill(db: Path, rows: list[dict], name: str = "exp") -> Store:

@@ -9,7 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from report_store import fill
+
+from tests.report.report_store import fill
+from tests.specs import write_tiny
+from tests.stored import full_metrics
 
 runner = CliRunner()
 
@@ -120,30 +123,12 @@ def test_real_runs_table_and_exact_rerun(real_db):
     assert f"reproduced: all 12 metrics (valid and test) equal run {rid} exactly (max |diff| 0)" in out
     con = sqlite3.connect(db)
     new = con.execute("SELECT id, key FROM runs WHERE rerun_of = ?", (rid,)).fetchone()
-    pair = con.execute("SELECT a.split, a.name, a.value, b.value FROM metrics a JOIN metrics b ON a.split = b.split "
-                       "AND a.name = b.name WHERE a.run_id = ? AND b.run_id = ?", (rid, new[0])).fetchall()
-    assert len(pair) == 12 and all(a == b for *_, a, b in pair)
+    stored = full_metrics(db, by="id")
+    assert len(stored[rid]) == 12 and stored[new[0]] == stored[rid]  # unrounded means and per-user values
     assert con.execute("SELECT count(*) FROM experiment_runs WHERE run_id = ?", (new[0],)).fetchone()[0] == 0
     con.close()
     # the rerun stays out of the table: still n=2 per row, same numbers
     assert ok("table", spec, "--db", db, "--md") == "\n".join(lines) + "\n"
-
-
-NOISY_SPEC = """\
-name: noisy
-base:
-  dataset: ml-100k
-  epochs: 1
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  embedding_size: 8
-  topk: [10, 20, 50]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  noisy: {model: NoisyBPR}
-"""
 
 
 @pytest.mark.slow
@@ -153,10 +138,9 @@ def test_rerun_of_a_run_that_does_not_repeat_says_not_reproduced(tmp_path):
     original keeps its numbers and its table row."""
     import re
 
-    from testmodels.cli import with_test_models
+    from tests.testmodels.cli import with_test_models
 
-    spec = tmp_path / "noisy.yaml"
-    spec.write_text(NOISY_SPEC)
+    spec = write_tiny(tmp_path, "noisy", topk=[10, 20, 50], baselines={"noisy": {"model": "NoisyBPR"}})
     db = tmp_path / "r.db"
     first = with_test_models("run", spec, "--db", db, "--cpu", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr

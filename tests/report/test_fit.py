@@ -12,7 +12,8 @@ from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from report_store import fill
+
+from tests.report.report_store import fill
 
 runner = CliRunner()
 PAPER = Path(__file__).resolve().parents[2] / "experiments" / "references" / "ncl_paper.yaml"

@@ -21,7 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from report_store import fill
+
+from tests.report.report_store import fill
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from ablate import plan
 from ablate.cli import app
 from ablate.spec import load_spec, load_yaml
-from report_store import fill
+
+from tests.report.report_store import fill
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "experiments" / "notebook.yaml"

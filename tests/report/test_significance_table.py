@@ -23,25 +23,16 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.peruser import decode
 
-SPEC = """\
-name: sig
-base:
-  dataset: ml-100k
-  epochs: 2
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10, 20]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020, 2021]
-baselines:
-  LightGCN: {model: LightGCN}
-variants:
-  weak: {model: LightGCN, params: {learning_rate: 1.0e-6}}
-  same: {model: LightGCN, params: {stopping_step: 3}}
-  layer1: {model: LightGCN, params: {n_layers: 1}}
-"""
+from tests.specs import write_tiny
+
+ROWS = {
+    "baselines": {"LightGCN": {"model": "LightGCN"}},
+    "variants": {
+        "weak": {"model": "LightGCN", "params": {"learning_rate": 1.0e-6}},
+        "same": {"model": "LightGCN", "params": {"stopping_step": 3}},
+        "layer1": {"model": "LightGCN", "params": {"n_layers": 1}},
+    },
+}
 COLUMNS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 
 
@@ -59,8 +50,7 @@ def _rows(db, sql, params=()):
 @pytest.fixture(scope="module")
 def sig(tmp_path_factory):
     d = tmp_path_factory.mktemp("sig")
-    spec = d / "sig.yaml"
-    spec.write_text(SPEC)
+    spec = write_tiny(d, "sig", epochs=2, topk=[10, 20], seeds=[2020, 2021], **ROWS)
     db = d / "r.db"
     _invoke("run", spec, "--db", db, "--jobs", "2")
     return db

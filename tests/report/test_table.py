@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.report import frame, table as tbl
 
-from report_store import fill
+from tests.report.report_store import fill
 
 runner = CliRunner()
 

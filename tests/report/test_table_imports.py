@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from report_store import fill
+from tests.report.report_store import fill
 
 HEAVY = ("sqlalchemy", "pandas", "scipy", "matplotlib", "torch")
 

@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_helpers import SERVICES_ENV, SLOW_SPEC, SPEC, cli, metrics_by_key, services_env
+
+from tests.slurm.slurm_helpers import SERVICES_ENV, SLOW_SPEC, SPEC, cli, metrics_by_key, services_env
 
 
 @pytest.fixture(scope="session")

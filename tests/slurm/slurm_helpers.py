@@ -11,34 +11,20 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 
+from tests.specs import tiny_yaml
+from tests.stored import FullMetrics, full_metrics
+
 # Two LightGCN runs (1 and 2 layers): a baseline and one variant, 1 epoch each.
-SPEC = """\
-name: slurmtiny
-base:
-  dataset: ml-100k
-  epochs: 1
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  LightGCN: {model: LightGCN, params: {n_layers: 1}}
-variants:
-  deeper:
-    model: LightGCN
-    params: {n_layers: 2}
-"""
+ROWS = {"baselines": {"LightGCN": {"model": "LightGCN", "params": {"n_layers": 1}}},
+        "variants": {"deeper": {"model": "LightGCN", "params": {"n_layers": 2}}}}
+SPEC = tiny_yaml("slurmtiny", **ROWS)
 
 # The same two runs trained for SLOW_EPOCHS epochs (validated once, at the end): for tests
 # that requeue or cancel a task while it trains. Slurm stops a task with SIGTERM, which
 # submitit lets pass, and SIGKILL KillWait seconds later; a one-epoch run of SPEC can end
 # within that on a quiet machine, and the stop would then land after the run.
 SLOW_EPOCHS = 20
-SLOW_SPEC = SPEC.replace("name: slurmtiny", "name: slurmslow").replace(
-    "  epochs: 1\n", f"  epochs: {SLOW_EPOCHS}\n  eval_step: {SLOW_EPOCHS}\n")
+SLOW_SPEC = tiny_yaml("slurmslow", epochs=SLOW_EPOCHS, eval_step=SLOW_EPOCHS, **ROWS)
 
 SLURM_ARGS = ["--executor", "slurm", "--gpus-per-job", "0", "--array-parallelism", "2", "--time", "0:10:00"]
 
@@ -50,10 +36,10 @@ def cli(*args: str, code: int | None = 0):
     return result
 
 
-def metrics_by_key(db: Path) -> dict[str, dict[tuple[str, str], float]]:
-    from ablate.store import Store
-
-    return {r.key: {(m.split, m.name): m.value for m in r.metrics} for r in Store(str(db)).runs() if r.status == "done"}
+def metrics_by_key(db: Path) -> dict[str, FullMetrics]:
+    """Each done run's metrics by run key at full precision: (split, name) -> (the
+    unrounded mean, the per-user values), so that equal dicts are equal bit for bit."""
+    return full_metrics(db)
 
 
 def wait_for_event(folder: Path, run_id: int, kind: str, timeout: float = 120.0) -> dict:

@@ -24,64 +24,33 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_helpers import ablate, ablate_cmd, cli, events, real_args, wait_for_event, wait_state
-from test_postgres import postgres_url  # noqa: F401 - the fixture, reused
 
 from ablate.peruser import decode
 from ablate.store import Store
+
+from tests.slurm.slurm_helpers import ablate, ablate_cmd, cli, events, real_args, wait_for_event, wait_state
+from tests.slurm.test_postgres import postgres_url  # noqa: F401 - the fixture, reused
+from tests.specs import tiny_yaml
 
 pytestmark = pytest.mark.real_slurm
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED"}
 
-FUSED = """\
-name: {name}
-base:
-  dataset: ml-100k
-  epochs: {epochs}
-  eval_step: {epochs}
-  embedding_size: 8
-  train_batch_size: 4096
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-baselines:
-  SimGCL: {{model: SimGCL}}
-variants:
-  cl: {{model: SimGCL, params: {{lambda: 0.1}}}}
-  x: {{model: XSimGCL}}
-"""
+FUSED_ROWS = {
+    "baselines": {"SimGCL": {"model": "SimGCL"}},
+    "variants": {"cl": {"model": "SimGCL", "params": {"lambda": 0.1}}, "x": {"model": "XSimGCL"}},
+}
 
-SEARCH = """\
-name: psearch
-base:
-  dataset: ml-100k
-  epochs: 3
-  eval_step: 1
-  embedding_size: 8
-  train_batch_size: 2048
-  eval_batch_size: 409600
-  topk: [10]
-  metrics: [Recall, NDCG]
-  valid_metric: NDCG@10
-seeds: [2020]
-variants:
-  bpr: {model: BPR}
-search:
-  space:
-    learning_rate: {loguniform: [1.0e-5, 1.0e-1]}
-  objective: ndcg@10
-  trials: 6
-  sampler: {kind: tpe, seed: 1, startup_trials: 3}
-  pruner: {kind: median, startup_trials: 2}
-"""
+SEARCH = tiny_yaml("psearch", epochs=3, eval_step=1, train_batch_size=2048, baselines=None,
+                   variants={"bpr": {"model": "BPR"}}, search={
+                       "space": {"learning_rate": {"loguniform": [1.0e-5, 1.0e-1]}}, "objective": "ndcg@10", "trials": 6,
+                       "sampler": {"kind": "tpe", "seed": 1, "startup_trials": 3},
+                       "pruner": {"kind": "median", "startup_trials": 2}})
 
 
 def _spec(tmp_path: Path, name: str, epochs: int) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(FUSED.format(name=name, epochs=epochs))
+    path.write_text(tiny_yaml(name, epochs=epochs, eval_step=epochs, **FUSED_ROWS))
     return path
 
 

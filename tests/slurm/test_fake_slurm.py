@@ -11,9 +11,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from slurm_helpers import cli
 
 from ablate.store import Store
+
+from tests.slurm.slurm_helpers import cli
 
 SBATCH = """#!/bin/sh
 n=$(cat "$FAKE_SLURM/next" 2>/dev/null || echo 4242)

@@ -12,10 +12,11 @@ import subprocess
 import uuid
 
 import pytest
-from slurm_helpers import ablate, ablate_cmd, cli, metrics_by_key, real_args, services_env
-from test_fake_slurm import fake_slurm, slurm_flow  # noqa: F401 - fixture reused
 
 from ablate.store import SCHEMA_VERSION, Store
+
+from tests.slurm.slurm_helpers import ablate, ablate_cmd, cli, metrics_by_key, real_args, services_env
+from tests.slurm.test_fake_slurm import fake_slurm, slurm_flow  # noqa: F401 - fixture reused
 
 pytestmark = pytest.mark.real_postgres
 

@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from slurm_helpers import SLOW_EPOCHS, ablate, ablate_cmd, cli, events, metrics_by_key, real_args, wait_for_event, wait_state
 
 from ablate.store import Store
+
+from tests.slurm.slurm_helpers import SLOW_EPOCHS, ablate, ablate_cmd, cli, events, metrics_by_key, real_args, wait_for_event, wait_state
 
 pytestmark = pytest.mark.real_slurm
 

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from slurm_helpers import SLURM_ARGS, cli, metrics_by_key, wait_dead, wait_for_event
 
 from ablate.store import Store
+
+from tests.slurm.slurm_helpers import SLURM_ARGS, cli, metrics_by_key, wait_dead, wait_for_event
 
 pytestmark = pytest.mark.usefixtures("local_cluster")
 
