@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm.slurm_helpers import SERVICES_ENV, SLOW_SPEC, SPEC, cli, metrics_by_key, services_env
+from tests.stored import FullMetrics
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +81,7 @@ def _local_store(tmp_path_factory, text: str) -> Path:
     return db
 
 
-def _two_runs(db: Path) -> dict[str, dict[tuple[str, str], float]]:
+def _two_runs(db: Path) -> dict[str, FullMetrics]:
     out = metrics_by_key(db)
     assert len(out) == 2 and all(len(m) == 4 for m in out.values()), out
     return out
@@ -93,12 +94,12 @@ def reference_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference(reference_db) -> dict[str, dict[tuple[str, str], float]]:
+def reference(reference_db) -> dict[str, FullMetrics]:
     """Metrics of the spec's two runs under the local executor, by run key."""
     return _two_runs(reference_db)
 
 
 @pytest.fixture(scope="session")
-def slow_reference(tmp_path_factory) -> dict[str, dict[tuple[str, str], float]]:
+def slow_reference(tmp_path_factory) -> dict[str, FullMetrics]:
     """Metrics of :data:`SLOW_SPEC`'s two runs under the local executor, by run key."""
     return _two_runs(_local_store(tmp_path_factory, SLOW_SPEC))

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from ablate.peruser import decode
 from ablate.store import Store
-
 from tests.slurm.slurm_helpers import ablate, ablate_cmd, cli, events, real_args, wait_for_event, wait_state
 from tests.slurm.test_postgres import postgres_url  # noqa: F401 - the fixture, reused
 from tests.specs import tiny_yaml
+from tests.stored import full_metrics
 
 pytestmark = pytest.mark.real_slurm
 
@@ -55,23 +54,11 @@ def _spec(tmp_path: Path, name: str, epochs: int) -> Path:
     return path
 
 
-def _kept(db) -> dict:
-    """Per run key: every metric at full precision, and the per-user values."""
-    store = Store(str(db))
-    out = {}
-    for r in store.runs():
-        if r.status == "done":
-            users = store.per_user([r.id], "test")
-            out[r.key] = ({(m.split, m.name): m.exact for m in r.metrics}, decode(users[r.id]) if users else None)
-    store.engine.dispose()
-    return out
-
-
 def _same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a
+    """Two stores' runs equal at full precision, metric by metric and user by user."""
+    assert a and a.keys() == b.keys()
     for key in a:
-        assert a[key][0] == b[key][0], key
-        assert a[key][1].equals(b[key][1]), key
+        assert a[key] == b[key], key
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +69,7 @@ def fused_local(tmp_path_factory):
     for epochs in (1, 12):
         spec = _spec(d, f"fz{epochs}", epochs)
         cli("run", spec, "--db", d / f"fz{epochs}.db", "--jobs", "1", "--cpu", "--fuse", "3")
-        out[epochs] = _kept(d / f"fz{epochs}.db")
+        out[epochs] = full_metrics(d / f"fz{epochs}.db")
     return out
 
 
@@ -102,7 +89,7 @@ def test_a_fused_sweep_on_slurm_gives_the_local_fused_table(tmp_path, real_slurm
     assert {r.device for r in runs.values()} == {"cpu+fused3"}
     assert len({r.job_id for r in runs.values()}) == 1  # one array element trained the group
     assert all(r.attempts == 1 and r.executor == "slurm" for r in runs.values())
-    _same(_kept(db), fused_local[1])
+    _same(full_metrics(db), fused_local[1])
 
 
 def test_a_requeued_fused_job_trains_its_group_again_and_each_member_ends_once(tmp_path, real_slurm, fused_local):
@@ -125,7 +112,7 @@ def test_a_requeued_fused_job_trains_its_group_again_and_each_member_ends_once(t
         assert kinds.count("job") == 2 and kinds.count("finished") == 1, (rid, kinds)
     runs = _runs(db)
     assert {(r.status, r.attempts, r.job_id) for r in runs.values()} == {("done", 1, job)}
-    _same(_kept(db), fused_local[12])
+    _same(full_metrics(db), fused_local[12])
 
 
 def test_scancel_of_a_fused_job_then_run_trains_each_member_once_more(tmp_path, real_slurm, fused_local):
@@ -143,7 +130,7 @@ def test_scancel_of_a_fused_job_then_run_trains_each_member_once_more(tmp_path, 
     runs = _runs(db)
     assert {(r.status, r.attempts) for r in runs.values()} == {("done", 2)}
     assert len({r.job_id for r in runs.values()}) == 1 and next(iter(runs.values())).job_id != job
-    _same(_kept(db), fused_local[12])
+    _same(full_metrics(db), fused_local[12])
 
 
 def _search(tmp_path: Path, db, partition: str, folder: Path) -> list[str]:
