@@ -9,18 +9,9 @@
 # install about 31 s with downloads (15 s from apt's cache); nothing to do afterwards.
 set -euo pipefail
 
-if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
-    :
-else
-    if ! command -v apt-get >/dev/null; then
-        echo "ci/browser.sh: no chromium/chromedriver and no apt-get to install them" >&2
-        exit 1
-    fi
-    start=$(date +%s)
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 300 apt-get update -qq
-    timeout 600 apt-get install -y -qq chromium chromium-driver >/dev/null
-    echo "ci/browser.sh: installed chromium and chromium-driver in $(( $(date +%s) - start )) s"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    . "$(dirname "$0")/apt.sh"
+    apt_install "chromium and chromium-driver" chromium chromium-driver
 fi
 chromium --version
 chromedriver --version

@@ -90,14 +90,20 @@ def _stored_runs(db: Path) -> int:
         store.engine.dispose()
 
 
+def _run_refused(text: str, tmp_path, name: str):
+    """``ablate run`` of a spec that must stop before anything runs: exit 2."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    res = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "results.db"), "--cpu", "--jobs", "1"])
+    assert res.exit_code == 2, res.output
+    return path, res
+
+
 @pytest.mark.parametrize("base,params,key", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_each_mistake_stops_the_sweep_at_its_line(base, params, key, tmp_path):
     text = spec_text(base, params)
-    path = tmp_path / "mistake.yaml"
-    path.write_text(text, encoding="utf-8")
+    path, res = _run_refused(text, tmp_path, "mistake.yaml")
     db = tmp_path / "results.db"
-    res = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--cpu", "--jobs", "1"])
-    assert res.exit_code == 2, res.output
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in res.output, res.stderr
     assert lines[0].startswith(f"ablate: error: {path}:{line_of(text, key)}: "), (lines[0], line_of(text, key))
@@ -180,11 +186,8 @@ def test_a_setting_ablate_sets_itself_is_refused_at_its_line(base, params, key, 
     seeds list and the scheduler quietly overruled them."""
     assert key in plan.OWNED
     text = spec_text(base, params)
-    path = tmp_path / "owned.yaml"
-    path.write_text(text, encoding="utf-8")
+    path, res = _run_refused(text, tmp_path, "owned.yaml")
     db = tmp_path / "results.db"
-    res = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--cpu", "--jobs", "1"])
-    assert res.exit_code == 2, res.output
     value = {**base, **params}[key]
     line = text.splitlines().index(next(ln for ln in text.splitlines() if ln.strip() == f"{key}: {value}")) + 1
     assert res.stderr.splitlines() == [f"ablate: error: {path}:{line}: {message}"]
