@@ -415,6 +415,8 @@ def per_user(source, run_ids: list[int], split: str = "test") -> dict[int, bytes
     if not run_ids:
         return out
     with snapshot(source) as snap:
+        if not snap.rows("SELECT 1 FROM per_user LIMIT 1"):  # a store of runs from before they were kept
+            return out
         for chunk in _chunks(run_ids):
             params: dict = {"split": split}
             for rid, data in snap.rows(f"SELECT run_id, data FROM per_user WHERE split = :split "

@@ -137,9 +137,9 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
         for m in have:
             wide = frame.seed_matrix(m)
             p = stats.paired_pvalues(wide[at], wide[base_at])
-            for i in np.flatnonzero(~np.isnan(p)):
-                cells.append((fallback[i], m))
-                p_raw.append(float(p[i]))
+            ok = np.flatnonzero(~np.isnan(p))
+            cells += [(fallback[i], m) for i in ok.tolist()]
+            p_raw += p[ok].tolist()
             tested |= ~np.isnan(p)
         if test != "seeds":  # no per-user values in a common seed: the seeds' test, where there are seeds
             over_seeds += [r for r, t in zip(fallback, tested) if t]
@@ -157,9 +157,8 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
         corrected = significance.correct(raw, correction, alpha)
         marks = np.where(corrected.reject & (corrected.p_adjusted <= STRONG), "**",
                          np.where(corrected.reject, "*", "")).tolist()
-        ok = ~np.isnan(raw)
-        out.tests = {cells[i]: (p_raw[i], adj, mark) for i, adj, mark in
-                     zip(np.flatnonzero(ok).tolist(), corrected.p_adjusted[ok].tolist(), [marks[i] for i in np.flatnonzero(ok)])}
+        out.tests = {cell: (p, adj, mark) for cell, p, adj, mark in
+                     zip(cells, p_raw, corrected.p_adjusted.tolist(), marks) if p == p}  # p == p: tested (not NaN)
         out.notes.append(_footnote(user_test if user_cells else "seeds", correction, alpha, corrected.family,
                                    [len(v) for v in vectors], sorted(seeds_used), n_resamples, seed,
                                    mixed=bool(user_cells) and len(user_cells) < len(cells)))

@@ -296,7 +296,7 @@ def build(frame: ExperimentFrame, metrics: list[str] | None = None, *, baseline:
 def _best_row(rows: list[Row], metric: str) -> str | None:
     """The column's best row (bold), by its unrounded mean when several print the same."""
     lower = metric.split("@")[0].lower() in LOWER_IS_BETTER
-    tops = [r for r in rows if r.cells.get(metric) is not None and r.cells[metric].rank == "best"]
+    tops = [r for r in rows if r.kind in ("baseline", "variant") and r.n and r.cells[metric].rank == "best"]
     if not tops:
         return None
     pick = min if lower else max
@@ -326,13 +326,12 @@ def _best_variant_delta(rows: list[Row], base: Row, metrics: list[str], precisio
     out = Row(name=f"Δ best vs {base.name}", kind="summary")
     for m in metrics:
         lower = m.split("@")[0] in LOWER_IS_BETTER
-        vals = [(r.cells[m].mean, r) for r in variants if r.cells[m].mean is not None]
+        vals = [v for v in (r.cells[m].mean for r in variants) if v is not None]
         b = base.cells[m].mean
         if not vals or not b:
             out.cells[m] = Cell(status="")
             continue
-        best = min(vals, key=lambda t: t[0])[0] if lower else max(vals, key=lambda t: t[0])[0]
-        out.cells[m] = Cell(delta=best / b - 1)
+        out.cells[m] = Cell(delta=(min(vals) if lower else max(vals)) / b - 1)
     return out
 
 
