@@ -89,7 +89,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
     correct over all of them, and (``ties``) test every row against the column's best row
     (``best``: metric -> row), and (``ci``) bound each row's Δ. ``per_user``: run id ->
     encoded per-user values (:func:`ablate.report.frame.per_user`)."""
-    from ablate.peruser import pair_columns
+    from ablate.peruser import pair_columns, stack
     from ablate.report import significance, stats
 
     check_options(test, correction, alpha)
@@ -105,7 +105,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
     user_test = "user-t" if test == "auto" else test
     cells: list[tuple[str, str]] = []  # (row, metric) of every tested cell, in one family
     p_raw: list[float] = []
-    vectors: list[np.ndarray] = []  # per-user differences of the per-user cells
+    user_pairs: list = []  # ablate.peruser.Paired of the cells tested over users
     user_cells: list[int] = []
     pairs_of: dict[tuple[str, str], object] = {}
     seeds_used: set[int] = set()
@@ -125,7 +125,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
                 cells.append((row, m))
                 p_raw.append(np.nan)
                 user_cells.append(len(cells) - 1)
-                vectors.append(pr.d)
+                user_pairs.append(pr)
                 pairs_of[(row, m)] = pr
                 seeds_used.update(pr.seeds)
             continue
@@ -145,11 +145,8 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
             over_seeds += [r for r, t in zip(fallback, tested) if t]
             untested += [r for r, t in zip(fallback, tested) if not t]
     if user_cells:
-        width = max(len(v) for v in vectors)
-        d = np.full((len(vectors), width), np.nan)
-        for i, v in enumerate(vectors):
-            d[i, :len(v)] = v
-        p = significance.pvalues(d, user_test, n_resamples=n_resamples, seed=seed)
+        _, a, b = stack(user_pairs)  # one user axis, NaN where a cell did not pair the user
+        p = significance.pvalues(a - b, user_test, n_resamples=n_resamples, seed=seed)
         for i, at in enumerate(user_cells):
             p_raw[at] = float(p[i])
     if cells:
@@ -160,7 +157,7 @@ def judge(frame, metrics: list[str], baseline: str | None, best: dict[str, str |
         out.tests = {cell: (p, adj, mark) for cell, p, adj, mark in
                      zip(cells, p_raw, corrected.p_adjusted.tolist(), marks) if p == p}  # p == p: tested (not NaN)
         out.notes.append(_footnote(user_test if user_cells else "seeds", correction, alpha, corrected.family,
-                                   [len(v) for v in vectors], sorted(seeds_used), n_resamples, seed,
+                                   [len(pr) for pr in user_pairs], sorted(seeds_used), n_resamples, seed,
                                    mixed=bool(user_cells) and len(user_cells) < len(cells)))
         floor = 2 / (n_resamples + 1)  # the smallest two-sided p of a Monte Carlo randomization test
         needed = alpha if correction == "none" else alpha / corrected.family
@@ -188,10 +185,10 @@ def _names(rows: list[str], most: int = 6) -> str:
 def _ties(out: Judgement, frame, by_row, metrics, best, counts, test, correction, alpha, n_resamples, seed) -> None:
     """Each row's difference from its column's best row, tested and corrected as one
     family; a row not significantly different is tied with the best."""
-    from ablate.peruser import pair_columns
+    from ablate.peruser import pair_columns, stack
     from ablate.report import significance
 
-    cells, vectors = [], []
+    cells, pairs = [], []
     for m in metrics:
         top = best.get(m)
         if top is None or top not in by_row:
@@ -203,13 +200,11 @@ def _ties(out: Judgement, frame, by_row, metrics, best, counts, test, correction
             if pr is None or not len(pr):
                 continue
             cells.append((row, m))
-            vectors.append(pr.d)
+            pairs.append(pr)
     if not cells:
         return
-    d = np.full((len(vectors), max(len(v) for v in vectors)), np.nan)
-    for i, v in enumerate(vectors):
-        d[i, :len(v)] = v
-    found = significance.ties_with_best(d, test, correction, alpha, n_resamples=n_resamples, seed=seed)
+    _, a, b = stack(pairs)
+    found = significance.ties_with_best(a - b, test, correction, alpha, n_resamples=n_resamples, seed=seed)
     untested = np.isnan(found.comparison.p)  # every user's difference zero: the same numbers as the best
     for (row, m), tied, same in zip(cells, found.tied, untested):
         out.tie[(row, m)] = bool(tied or same)
@@ -220,15 +215,11 @@ def _ties(out: Judgement, frame, by_row, metrics, best, counts, test, correction
 
 def _intervals(out: Judgement, pairs_of: dict, n_resamples: int, seed: int) -> None:
     """The paired bootstrap interval of each row's relative Δ vs the baseline."""
+    from ablate.peruser import stack
     from ablate.report import significance
 
     keys = list(pairs_of)
-    width = max(len(pairs_of[k].a) for k in keys)
-    a = np.full((len(keys), width), np.nan)
-    b = np.full((len(keys), width), np.nan)
-    for i, k in enumerate(keys):
-        pr = pairs_of[k]
-        a[i, :len(pr.a)], b[i, :len(pr.b)] = pr.a, pr.b
+    _, a, b = stack([pairs_of[k] for k in keys])
     interval = significance.bootstrap_ci(a, b, n_resamples=n_resamples, seed=seed)
     for i, k in enumerate(keys):
         if np.isfinite(interval.low[i]) and np.isfinite(interval.high[i]):
