@@ -217,15 +217,21 @@ def test_an_override_of_a_setting_ablate_sets_is_refused(tmp_path, option, messa
     assert _stored_runs(db) == 0
 
 
-def test_rerun_refuses_an_override_of_a_setting_ablate_sets(tmp_path):
-    """``rerun -o seed=7`` would have stored seed 7 in the config under the original's seed
-    column; ``--seed 7`` is the way (it stores both)."""
+def _one_done_run(tmp_path):
+    """A store holding one done BPR run (id 1) to rerun."""
     db = tmp_path / "r.db"
     store = Store(str(db))
     with store.session() as s:
         s.add(Run(key="0123456789abcdef", name="BPR", model="BPR", dataset="ml-100k", seed=2020,
                   config={"model": "BPR", "dataset": "ml-100k", "epochs": 1, "seed": 2020}, status="done"))
     store.engine.dispose()
+    return db
+
+
+def test_rerun_refuses_an_override_of_a_setting_ablate_sets(tmp_path):
+    """``rerun -o seed=7`` would have stored seed 7 in the config under the original's seed
+    column; ``--seed 7`` is the way (it stores both)."""
+    db = _one_done_run(tmp_path)
     for option, message in (("seed=7", "-o seed=7: seed is set by --seed, not by -o"),
                             ("gpu_id=0", "-o gpu_id=0: gpu_id is set by ablate run for each run: --gpus, --per-gpu, "
                                          "--cpu, not by -o")):
@@ -244,12 +250,7 @@ def test_no_shipped_spec_sets_what_ablate_sets():
 
 
 def test_rerun_variation_is_checked_before_it_is_stored(tmp_path):
-    db = tmp_path / "r.db"
-    store = Store(str(db))
-    with store.session() as s:
-        s.add(Run(key="0123456789abcdef", name="BPR", model="BPR", dataset="ml-100k", seed=2020,
-                  config={"model": "BPR", "dataset": "ml-100k", "epochs": 1, "seed": 2020}, status="done"))
-    store.engine.dispose()
+    db = _one_done_run(tmp_path)
     res = CliRunner().invoke(app, ["rerun", "1", "-o", "train_batch_size=0", "--db", str(db)])
     assert res.exit_code == 2 and res.stderr.strip() == "ablate: error: -o train_batch_size=0: must be >= 1, got 0"
     assert _stored_runs(db) == 1
