@@ -17,6 +17,8 @@ from typing import Sequence, Union
 
 from ablate.errors import OptionError
 
+# The store every function reads and writes unless told otherwise (the CLI's --db default).
+DEFAULT_DB = "results.db"
 # CPU workers when none is asked for: one single-threaded run per core beat one run on all
 # cores (bench/sweep.py, 2 cores); past 4 the dataset copies cost more memory than they gain.
 MAX_DEFAULT_JOBS = 4

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate.api.options import DEFAULT_DB
 from ablate.errors import OptionError, UsageError
-
-DEFAULT_DB = "results.db"
 
 
 def _targets(targets) -> list[str] | None:
@@ -115,14 +114,20 @@ class RunInfo:
     per_user: Any | None = None  # ablate.peruser.PerUser of the test split, when the run kept them
 
 
+def _run(store, run_id: int):
+    """The stored run ``run_id`` (metrics and epochs loaded); a one-line error without it."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run with id {run_id} in {store.db}")
+    return run
+
+
 def run_info(run_id: int, *, db: str = DEFAULT_DB, lines: int = 15) -> RunInfo:
     from ablate.report.runinfo import baseline_of, config_diff, tail
     from ablate.store import open_existing
 
     store = open_existing(db)
-    run = store.get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run with id {run_id} in {db}")
+    run = _run(store, run_id)
     base, why = baseline_of(store, run)
     diff = config_diff(run.config, base.config) if base is not None else []
     data = store.per_user([run.id], "test").get(run.id)
@@ -138,9 +143,7 @@ def log(run_id: int, *, db: str = DEFAULT_DB, lines: int = 50) -> list[str]:
     from ablate.report.runinfo import tail
     from ablate.store import open_existing
 
-    run = open_existing(db).get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run with id {run_id} in {db}")
+    run = _run(open_existing(db), run_id)
     if not run.log_path:
         raise UsageError(f"run {run_id} has no log yet (status {run.status})")
     out = tail(run.log_path, lines if lines > 0 else 10**9)
@@ -250,15 +253,20 @@ def cancel(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None) -> tupl
 
 def trials(target, *, db: str = DEFAULT_DB, overrides: dict | None = None):
     """A search's trials (spec file or stored search name): (name, metric, direction, trials)."""
+    return _search_trials(target, db, overrides)[1:]
+
+
+def _search_trials(target, db: str, overrides: dict | None):
+    """(search block, name, metric, direction, trials) of a search with trials."""
     from ablate import search as search_mod
     from ablate.store import open_existing
 
     store = open_existing(db)
-    _, name, metric, direction = search_mod.open_search(store, str(target), overrides)
+    block, name, metric, direction = search_mod.open_search(store, str(target), overrides)
     found = search_mod.stored_trials(store, name, metric)
     if not found:
         raise UsageError(f"search {name!r} has no trials yet")
-    return name, metric, direction, found
+    return block, name, metric, direction, found
 
 
 def top(target, k: int, *, db: str = DEFAULT_DB, overrides: dict | None = None, fmt: str = "plain") -> str:
@@ -272,12 +280,9 @@ def top(target, k: int, *, db: str = DEFAULT_DB, overrides: dict | None = None, 
 
 def search_plot(target, out: Path, *, db: str = DEFAULT_DB, overrides: dict | None = None) -> Path:
     """A search's optimisation history and each parameter's effect, as a PNG."""
-    from ablate import search as search_mod
     from ablate.report.search_plot import plot_search
-    from ablate.store import open_existing
 
-    block, name, metric, direction = search_mod.open_search(open_existing(db), str(target), overrides)
-    _, _, _, found = trials(target, db=db, overrides=overrides)
+    block, name, metric, direction, found = _search_trials(target, db, overrides)
     return plot_search(found, block.space, metric, direction, out, title=name)
 
 

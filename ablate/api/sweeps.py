@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.api.options import Local, Slurm, Where
+from ablate.api.options import DEFAULT_DB, Local, Slurm, Where
 from ablate.errors import OptionError, UsageError
 from ablate.scheduler import STALL_TIMEOUT, Summary
 
-DEFAULT_DB = "results.db"
 LOG_EVERY = (10, 60.0)  # plain progress lines: every 10 epochs or every minute
 
 
@@ -175,11 +174,14 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
             console.print(f"warning: rows {a!r} and {b!r} resolve to the same config; they share one run",
                           markup=False, highlight=False)
         cluster = on.cluster() if isinstance(on, Slurm) else None  # before the store is touched
-        if isinstance(on, Local) and on.mps:
-            daemon = _mps_daemon(on)
+        slots = None
+        if isinstance(on, Local):
+            slots = executor.slots if executor is not None else on.slots()
+            if on.mps:
+                daemon = _mps_daemon(slots)
         store, name, run_ids, counts = _store_plan(db, spec_obj, runs, overrides, force)
         result = SweepResult(name, run_ids, counts, cluster=cluster)
-        where = _where_line(on, executor)
+        where = " on Slurm" if slots is None else f" on {len(slots)} slot(s) [{', '.join(sorted({s.device for s in slots}))}]"
         console.print(f"{name}: {len(run_ids)} runs, {counts.get('done', 0)} done, {result.pending} to run"
                       + (f", {counts.get('running', 0)} running elsewhere" if counts.get("running") else "") + where,
                       markup=False, soft_wrap=True, highlight=False)
@@ -195,7 +197,7 @@ def run(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, on: Where 
         result.summary = _execute(store, run_ids, on, workdir=wd, git=git, console=console, log_every=log_every,
                                   timeout=timeout, stall_timeout=stall_timeout, keep_checkpoints=keep_checkpoints,
                                   fuse=fuse_size, fuse_auto=str(fuse).strip().lower() == "auto", executor=executor,
-                                  total=result.pending, daemon=daemon)
+                                  slots=slots, total=result.pending, daemon=daemon)
         result.seconds = time.monotonic() - t0
         executor = daemon = None  # both stopped by _execute
         return result
@@ -237,13 +239,6 @@ def _git(spec_obj) -> str | None:
     return git_commit(where)
 
 
-def _where_line(on: Where, executor) -> str:
-    if isinstance(on, Slurm):
-        return " on Slurm"
-    slots = executor.slots if executor is not None else on.slots()
-    return f" on {len(slots)} slot(s) [{', '.join(sorted({s.device for s in slots}))}]"
-
-
 def _store_plan(db: str, spec_obj, runs, overrides: dict, force: bool):
     """Store the planned runs under the experiment's name; requeue what must run again."""
     from ablate import plan as plan_mod
@@ -281,8 +276,8 @@ def _early_executor(on: Local):
 
 def _execute(store, run_ids: list[int], on: Local, *, workdir: Path, git: str | None, console, log_every=LOG_EVERY,
              timeout: float | None = None, stall_timeout: float | None = STALL_TIMEOUT, keep_checkpoints: bool = False,
-             fuse: int = 1, fuse_auto: bool = False, planner=None, executor=None, total: int | None = None,
-             daemon=None) -> Summary:
+             fuse: int = 1, fuse_auto: bool = False, planner=None, executor=None, slots=None,
+             total: int | None = None, daemon=None) -> Summary:
     """Train ``run_ids`` (pending) on this machine's slots: the one place where an
     executor, an MPS daemon, the live view and the scheduler's loop meet."""
     from ablate import scheduler
@@ -291,10 +286,11 @@ def _execute(store, run_ids: list[int], on: Local, *, workdir: Path, git: str | 
     from ablate.store import make_owner
 
     try:
-        if on.mps and daemon is None:  # its workers must be spawned after the daemon is up (they inherit its folders)
-            daemon = _mps_daemon(on)
         if executor is None:
-            executor = LocalExecutor(on.slots(), cache=on.warm)
+            slots = slots if slots is not None else on.slots()
+            if on.mps and daemon is None:  # its workers are spawned after the daemon is up (they inherit its folders)
+                daemon = _mps_daemon(slots)
+            executor = LocalExecutor(slots, cache=on.warm)
         slots = executor.slots
         executor.prestart(min(len(slots), len(run_ids)))
         if daemon is not None:  # no run trains while a worker still loads its CUDA libraries
@@ -323,13 +319,13 @@ def _execute(store, run_ids: list[int], on: Local, *, workdir: Path, git: str | 
             _stop(daemon)
 
 
-def _mps_daemon(on: Local):
-    """ablate's own MPS daemon for this sweep, started (see :mod:`ablate.executors.mps`)."""
+def _mps_daemon(slots):
+    """ablate's own MPS daemon for a sweep on these slots, started (see :mod:`ablate.executors.mps`)."""
     import tempfile
 
     from ablate.executors.mps import MPSDaemon, MPSError
 
-    if not any(s.gpu is not None for s in on.slots()):
+    if not any(s.gpu is not None for s in slots):
         raise OptionError("mps", "needs GPUs, and these runs go to the CPU")
     daemon = MPSDaemon(Path(tempfile.mkdtemp(prefix="ablate-mps-")))
     try:
@@ -529,26 +525,27 @@ def rerun_failed(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, o
     for r in failed:  # a run stored before its values were checked would only fail again
         plan_mod.check_stored(r.model, r.config, f"run {r.id} ({r.name})")
     todo = [r.id for r in failed]
+    store.requeue(todo, retry=True)
     result = SweepResult(name, todo, store.counts(todo))
     if todo:
-        store.requeue(todo, retry=True)
-        result.counts = store.counts(todo)
         result.summary = _train_stored(store, todo, on, timeout=timeout, workdir=workdir, console=console)
     return result
 
 
 def _train_stored(store, run_ids: list[int], on: Local | None, *, timeout, workdir, console, planner=None,
-                  git_from: Path | None = None) -> Summary:
-    """Train stored runs (already pending) as ``run`` trains a spec's."""
+                  slots=None, checked: bool = False) -> Summary:
+    """Train stored runs (already pending) as ``run`` trains a spec's (``slots``, and a
+    ``workdir`` already ``checked`` writable, where the caller has them)."""
     from ablate.versions import git_commit
 
     on = on if on is not None else Local()
     if not isinstance(on, Local):
         raise OptionError("executor", "reruns and searches train on this machine (Local)")
     wd = workdir_for(store, workdir)
-    check_writable(wd)
-    return _execute(store, run_ids, on, workdir=wd, git=git_commit(git_from or Path.cwd()), console=_console(console),
-                    timeout=timeout, planner=planner)
+    if not checked:
+        check_writable(wd)
+    return _execute(store, run_ids, on, workdir=wd, git=git_commit(Path.cwd()), console=_console(console),
+                    timeout=timeout, planner=planner, slots=slots)
 
 
 # ---------------------------------------------------------------------------- search
@@ -620,8 +617,8 @@ def search(spec, *, db: str = DEFAULT_DB, overrides: dict | None = None, trials:
         summary = _watch(store, list(planner.pending), executor, wd, git, _console(console),
                          total=len(planner.pending) + len(adopted), timeout=timeout, planner=planner, adopted=adopted)
     else:
-        summary = _train_stored(store, list(planner.pending), on, timeout=timeout, workdir=workdir, console=console,
-                                planner=planner)
+        summary = _train_stored(store, list(planner.pending), on, timeout=timeout, workdir=wd, console=console,
+                                planner=planner, slots=slots, checked=True)
     return SearchResult(found.name, found.metric, found.direction,
                         search_mod.stored_trials(store, found.name, found.metric), summary, planner.answered,
                         planner.exhausted, time.monotonic() - t0)
