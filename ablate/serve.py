@@ -85,8 +85,8 @@ def _serve_tasks(conn, cache: bool) -> None:
             return
         closing = []
 
-        def verdict(epoch: int | None = None) -> bool:
-            """The coordinator's answer to the valid event just sent: stop the run now?"""
+        def verdict(epoch: int) -> bool:
+            """The coordinator's answer to the valid event just sent (of ``epoch``): stop the run now?"""
             answer = conn.recv()
             if answer is None:  # asked to exit after this run: it goes on
                 closing.append(True)

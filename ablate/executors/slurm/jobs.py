@@ -121,11 +121,9 @@ def _file_verdicts(task: dict):
     import time
 
     folder = Path(base).parent.parent
-    epochs = {"n": -1}
 
-    def verdict(epoch: int | None = None) -> bool:
-        epochs["n"] = epochs["n"] + 1 if epoch is None else epoch
-        path = Path(f"{base}.{epochs['n']}")
+    def verdict(epoch: int) -> bool:
+        path = Path(f"{base}.{epoch}")
         deadline = time.monotonic() + VERDICT_WAIT
         while time.monotonic() < deadline:
             if path.is_file():
