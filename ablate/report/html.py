@@ -61,7 +61,7 @@ def table_context(table: Table, anchors: dict[str, str]) -> dict:
             else:
                 cells.append({"text": table_mod._core(c, table.precision, "±"), "rank": c.rank, "sig": c.sig,
                               "tie": table_mod.TIE_MARK if c.tie else "",
-                              "delta": table_mod._delta_text(c).strip()[1:-1] if c.delta is not None else "",
+                              "delta": table_mod.delta_text(c),
                               "p": "" if c.p is None else (f"p = {c.p:.3g}" + (
                                   "" if c.p_adjusted is None else f", corrected {c.p_adjusted:.3g}")),
                               "sort": repr(c.mean)})

@@ -500,13 +500,18 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
-def _delta_text(c: Cell) -> str:
-    """`` (+1.2%)``, or with an interval `` (+1.2% [+0.4, +2.0])`` (percent)."""
+def delta_text(c: Cell) -> str:
+    """A cell's Δ: ``+1.2%``, or with its interval ``+1.2% [+0.4, +2.0]`` (percent)."""
     if c.delta is None:
         return ""
     if c.ci is None:
-        return f" ({_pct(c.delta)})"
-    return f" ({_pct(c.delta)} [{c.ci[0] * 100:+.1f}, {c.ci[1] * 100:+.1f}])"
+        return _pct(c.delta)
+    return f"{_pct(c.delta)} [{c.ci[0] * 100:+.1f}, {c.ci[1] * 100:+.1f}]"
+
+
+def _delta_text(c: Cell) -> str:
+    """:func:`delta_text` as the table cells show it after the value: `` (+1.2%)``."""
+    return f" ({delta_text(c)})" if c.delta is not None else ""
 
 
 def below(table: Table) -> list[str]:
