@@ -650,6 +650,7 @@ class BestResult:
     runs: list  # the done runs, by seed
     total: int
     summary: Summary | None
+    metric: str  # the search's objective (a valid metric)
 
     @property
     def exit_code(self) -> int:
@@ -687,4 +688,4 @@ def search_best(spec, seeds: list[int], *, db: str = DEFAULT_DB, overrides: dict
         announce(name, b, [r.seed for r in runs], len(pending))
     summary = _train_stored(store, pending, on, timeout=timeout, workdir=workdir, console=console) if pending else None
     done = sorted((r for r in store.runs(ids) if r.status == "done"), key=lambda r: r.seed)
-    return BestResult(name, b, done, len(ids), summary)
+    return BestResult(name, b, done, len(ids), summary, found.metric)

@@ -106,7 +106,7 @@ def _rerun_best(spec_path, db, overrides, on, timeout, workdir, seeds: str | Non
                              announce=announce)
     if result.summary is not None and result.summary.interrupted:
         return 130
-    metric = api.search_plan(spec_path, overrides=overrides).metric
+    metric = result.metric
     for r in result.runs:
         typer.echo(f"  seed {r.seed}: valid {metric} {r.metric('valid', metric):.4f}, "
                    f"test {metric} {r.metric('test', metric):.4f} (run {r.id})")
